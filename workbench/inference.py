@@ -1,0 +1,115 @@
+"""Batched forward passes with hooks: last-token logits, greedy decoding, activation capture.
+
+Prompts are left-padded, so position -1 is every prompt's last token. Hooks given to
+:func:`generate` act on the prompt pass only; the tokens it then generates read the
+(intervened) prompt through the KV cache but are not intervened on themselves.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from workbench.heads import Hook
+from workbench.models import LoadedModel
+
+
+@dataclass
+class Batch:
+    tokens: torch.Tensor  # (B, T) left-padded token ids
+    attention_mask: torch.Tensor  # (B, T) 1 for real tokens
+    lengths: list[int]  # real tokens per prompt
+
+
+def encode(model: LoadedModel, prompts: list[str]) -> Batch:
+    if not prompts:
+        raise ValueError("No prompts to run.")
+    from transformer_lens import utilities as utils
+
+    bridge = model.bridge
+    tokens = bridge.to_tokens(prompts, padding_side="left").to(model.device)
+    if tokens.shape[1] > bridge.cfg.n_ctx:
+        raise ValueError(
+            f"A prompt has {tokens.shape[1]} tokens, over the model's context of {bridge.cfg.n_ctx}: use fewer shots."
+        )
+    mask = utils.get_attention_mask(
+        model.tokenizer, tokens, prepend_bos=bridge.cfg.default_prepend_bos, padding_side="left"
+    ).to(model.device)
+    return Batch(tokens, mask.long(), mask.sum(-1).tolist())
+
+
+def last_logits(model: LoadedModel, prompts: list[str], hooks: list[Hook] = ()) -> torch.Tensor:
+    """Logits at every prompt's last token, (B, vocab). Differentiable through the hooks."""
+    batch = encode(model, prompts)
+    logits = model.bridge.run_with_hooks(
+        batch.tokens, attention_mask=batch.attention_mask, fwd_hooks=list(hooks)
+    )
+    return logits[:, -1]
+
+
+def run_hooks_only(model: LoadedModel, prompts: list[str], hooks: list[Hook]) -> None:
+    """A forward pass for the hooks' side effects (capturing activations)."""
+    with torch.no_grad():
+        last_logits(model, prompts, hooks)
+
+
+@dataclass
+class Generation:
+    first_logits: torch.Tensor  # (B, vocab) at the last prompt token
+    new_tokens: torch.Tensor  # (B, n_new)
+    texts: list[str]  # decoded continuations (n_new tokens)
+    prompt_tokens: list[int]  # real prompt tokens per query
+
+
+@torch.no_grad()
+def generate(
+    model: LoadedModel,
+    prompts: list[str],
+    hooks: list[Hook] = (),
+    max_new_tokens: int = 8,
+    stop: str = "\n",
+) -> Generation:
+    """Greedy decoding with a KV cache; hooks apply to the prompt pass only."""
+    bridge = model.bridge
+    batch = encode(model, prompts)
+    logits, cache = bridge.run_with_hooks(
+        batch.tokens, attention_mask=batch.attention_mask, fwd_hooks=list(hooks),
+        return_type="logits_and_cache", use_cache=True,
+    )
+    first = logits[:, -1].float()
+    mask = batch.attention_mask
+    step = first.argmax(-1)  # (B,)
+    generated = [step]
+    done = _has_stop(model, step, stop)
+    for _ in range(max_new_tokens - 1):
+        if bool(done.all()):
+            break
+        mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1)
+        logits, cache = bridge(
+            step[:, None], attention_mask=mask, past_key_values=cache, return_type="logits_and_cache"
+        )
+        step = logits[:, -1].argmax(-1)
+        generated.append(step)
+        done |= _has_stop(model, step, stop)
+    new = torch.stack(generated, dim=1)
+    texts = model.tokenizer.batch_decode(new.tolist(), skip_special_tokens=True)
+    return Generation(first, new, texts, batch.lengths)
+
+
+def _has_stop(model: LoadedModel, token_ids: torch.Tensor, stop: str) -> torch.Tensor:
+    pieces = model.tokenizer.batch_decode(token_ids[:, None].tolist())
+    eos = model.tokenizer.eos_token_id
+    return torch.tensor([stop in p or int(t) == eos for p, t in zip(pieces, token_ids.tolist())], device=token_ids.device)
+
+
+def answer_first_token(model: LoadedModel, answer: str) -> int:
+    """Id of the first token of an answer as it follows a prompt (with its leading space)."""
+    ids = model.tokenizer(answer, add_special_tokens=False).input_ids
+    if not ids:
+        raise ValueError(f"Answer {answer!r} encodes to no tokens.")
+    return int(ids[0])
+
+
+def answer_token_count(model: LoadedModel, answer: str) -> int:
+    return len(model.tokenizer(answer, add_special_tokens=False).input_ids)
