@@ -49,6 +49,7 @@ class HeadAccess:
         self.bridge = bridge
         self.shape = HeadShape(int(cfg.n_layers), n_heads, int(n_kv), int(cfg.d_head), int(cfg.d_model))
         self._W_O: torch.Tensor | None = None
+        self._b_O: torch.Tensor | None = None
 
     # ------------------------------------------------------------------ names and weights
 
@@ -66,6 +67,16 @@ class HeadAccess:
         if self._W_O is None:
             self._W_O = self.bridge.W_O.detach().clone()
         return self._W_O
+
+    @property
+    def b_O(self) -> torch.Tensor:
+        """(n_layers, d_model): the output projection's bias, zeros for bias-free models."""
+        if self._b_O is None:
+            try:
+                self._b_O = self.bridge.b_O.detach().clone()
+            except AttributeError:  # the bridge exposes no b_O when the checkpoint has none
+                self._b_O = torch.zeros(self.shape.n_layers, self.shape.d_model, device=self.W_O.device)
+        return self._b_O
 
     def project(self, z: torch.Tensor) -> torch.Tensor:
         """Each head's write into the residual: (..., L, H, d_head) -> (..., L, H, d_model)."""
