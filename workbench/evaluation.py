@@ -107,17 +107,19 @@ def evaluate(
     return pd.DataFrame(rows)
 
 
-def majority_baseline(task: Task, split: str = "test", seed: int = 0) -> float:
-    """Exact-match accuracy of always answering the most common train output."""
+def majority_baseline(task: Task, split: str = "test", seed: int = 0, limit: int | None = None) -> float:
+    """Exact-match accuracy of always answering the most common train output
+    (on the same items :func:`evaluate` scores for these arguments)."""
     splits = task.split(seed)
     label, _ = Counter(normalise(y, task.case_sensitive) for _, y in splits.train).most_common(1)[0]
-    items = splits[split]
+    items = splits[split][:limit] if limit else splits[split]
     return sum(normalise(y, task.case_sensitive) == label for _, y in items) / len(items)
 
 
 def summarize(results: pd.DataFrame) -> pd.DataFrame:
     """Per (task, method): accuracies, prompt tokens and time per query."""
-    grouped = results.groupby(["task", "method", "template", "shots"], sort=False)
+    keys = [k for k in ("model", "task", "method", "template", "shots") if k in results.columns]
+    grouped = results.groupby(keys, sort=False)
     table = grouped.agg(
         n=("exact_match", "size"),
         first_token_acc=("first_token_correct", "mean"),

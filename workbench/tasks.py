@@ -81,8 +81,12 @@ def list_tasks() -> list[str]:
     return list(catalog())
 
 
-def load_task(name_or_path: str | Path) -> Task:
-    """A built-in task by name, or a user's JSON / CSV file by path."""
+def load_task(name_or_path: str | Path, case_sensitive: bool | None = None) -> Task:
+    """A built-in task by name, or a user's JSON / CSV file by path.
+
+    For a user file, ``case_sensitive`` defaults to a guess: true when most answers are
+    their input with only the letter case changed (an uppercase-style task).
+    """
     entries = catalog()
     key = str(name_or_path)
     if key in entries:
@@ -91,7 +95,7 @@ def load_task(name_or_path: str | Path) -> Task:
         return Task(
             name=key,
             pairs=read_pairs(path),
-            case_sensitive=bool(info.get("case_sensitive", False)),
+            case_sensitive=bool(info.get("case_sensitive", False)) if case_sensitive is None else case_sensitive,
             description=info.get("description", ""),
             category=info.get("category", ""),
             path=str(path),
@@ -101,7 +105,11 @@ def load_task(name_or_path: str | Path) -> Task:
     if not path.exists():
         known = ", ".join(entries) or "(none: run data/build_tasks.py)"
         raise TaskFileError(f"No built-in task or file named {key!r}. Built-in tasks: {known}.")
-    return Task(name=path.stem, pairs=read_pairs(path), path=str(path))
+    pairs = read_pairs(path)
+    if case_sensitive is None:
+        case_changes = sum(x != y and x.lower() == y.lower() for x, y in pairs)
+        case_sensitive = case_changes > len(pairs) / 2
+    return Task(name=path.stem, pairs=pairs, case_sensitive=case_sensitive, path=str(path))
 
 
 def read_pairs(path: str | Path) -> list[Pair]:
@@ -113,7 +121,7 @@ def read_pairs(path: str | Path) -> list[Pair]:
     if size == 0:
         raise TaskFileError(f"{path}: the file is empty.")
     if size > MAX_FILE_BYTES:
-        raise TaskFileError(f"{path}: {size / 2**20:.1f} MiB is over the {MAX_FILE_BYTES // 2**20} MiB limit for a task file.")
+        raise TaskFileError(f"{path}: {size:,} bytes is over the {MAX_FILE_BYTES:,}-byte limit for a task file.")
     try:
         text = path.read_text(encoding="utf-8-sig")
     except UnicodeDecodeError as err:

@@ -1,0 +1,34 @@
+"""Integration tests on the embedded SmolLM2-135M-Instruct (slow: real weights)."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from workbench.evaluation import evaluate, summarize
+from workbench.models import embedded_cache_path
+from workbench.tasks import load_task
+
+pytestmark = pytest.mark.slow
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_embedded_model_loads_from_its_cache(embedded_model):
+    assert embedded_model.heads.shape.n_layers == 30 and embedded_model.heads.shape.n_kv_heads == 3
+    assert (embedded_cache_path() / "model.safetensors").is_file()
+    # A second process reads the cache instead of dequantizing the GGUF again.
+    probe = "from workbench.models import load_model; print(load_model(device='cpu').source)"
+    out = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True, check=True,
+                         env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert out.stdout.strip().splitlines()[-1] == "cache"
+
+
+def test_ten_shot_icl_beats_zero_shot_on_country_capital(embedded_model):
+    task = load_task("country_capital")
+    frames = [evaluate(embedded_model, task, shots=k, limit=30) for k in (0, 10)]
+    table = summarize(__import__("pandas").concat(frames)).set_index("shots")
+    assert table.loc[10, "n"] == min(30, len(task.split(0).test))
+    assert table.loc[10, "first_token_acc"] >= table.loc[0, "first_token_acc"] + 0.2
+    assert table.loc[10, "exact_match"] >= 0.2

@@ -1,0 +1,254 @@
+"""Command line: ``python -m workbench {models,tasks,show-task,eval} ...``.
+
+Thin by design: parse arguments, call the library, format the output. Expected failures
+(unknown model, bad task file, bad template or shots) print one ``error: ...`` line to
+stderr and exit with status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+import pandas as pd
+
+FORMATS = ("table", "csv", "json")
+EXIT_ERROR = 2
+EXIT_INTERRUPTED = 130
+
+
+# ----------------------------------------------------------------------------- commands
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    from workbench.models import DEFAULT_MODEL, TINY_MODELS, available_models
+
+    notes = {DEFAULT_MODEL: "embedded SmolLM2-135M-Instruct (default; alias 'default')"}
+    notes.update({name: "random weights, byte tokenizer: tests and smoke runs" for name in TINY_MODELS})
+    width = max(len(n) for n in available_models())
+    for name in available_models():
+        print(f"{name:<{width}}  {notes.get(name, '')}".rstrip())
+    print(
+        "\nAny local model directory, or a Hugging Face model name already in the local "
+        "Hugging Face cache, also works (there is no hub access at run time)."
+    )
+    return 0
+
+
+def cmd_tasks(args: argparse.Namespace) -> int:
+    from workbench.tasks import catalog, load_task
+
+    rows = []
+    for name, info in catalog().items():
+        rows.append(
+            {
+                "task": name,
+                "items": len(load_task(name)),
+                "category": info.get("category", ""),
+                "case_sensitive": bool(info.get("case_sensitive", False)),
+                "description": info.get("description", ""),
+            }
+        )
+    if not rows:
+        print("No built-in tasks found: run `make data`.")
+        return 0
+    print(_text_table(rows))
+    print(f"\n{len(rows)} built-in tasks. A JSON or CSV file of input/output pairs works too.")
+    return 0
+
+
+def cmd_show_task(args: argparse.Namespace) -> int:
+    from workbench.prompts import build_prompts, get_template
+    from workbench.tasks import load_task
+
+    template = get_template(args.template)
+    task = load_task(args.task)
+    splits = task.split(args.seed)
+    print(f"task:           {task.name}")
+    if task.description:
+        print(f"description:    {task.description}")
+    print(f"category:       {task.category}")
+    print(f"case_sensitive: {task.case_sensitive}")
+    print(f"file:           {task.path}")
+    print(
+        f"items:          {len(task)} (train {len(splits.train)}, valid {len(splits.valid)}, "
+        f"test {len(splits.test)}; seed {args.seed})"
+    )
+    print("\nfirst items:")
+    for x, y in task.pairs[: args.items]:
+        print(f"  {x!r} -> {y!r}")
+    x, y = splits.test[0]
+    prompt = build_prompts(template, [x], splits.train, args.shots, seed=args.seed)[0]
+    print(f"\nexample {args.shots}-shot prompt (template {template.describe()}), expected answer {y!r}:")
+    print("-" * 60)
+    print(prompt)
+    print("-" * 60)
+    return 0
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from workbench.grid import check_grid, evaluate_grid, grid_size, resolve_tasks, summarize_grid
+    from workbench.models import load_model
+    from workbench.prompts import get_template
+
+    fmt = _output_format(args.format, args.output)
+    # Everything cheap is checked before the model loads.
+    template = get_template(args.template)
+    tasks = resolve_tasks(args.task)
+    if args.limit is not None and args.limit < 1:
+        raise ValueError(f"--limit must be >= 1, got {args.limit}.")
+    if args.batch_size < 1:
+        raise ValueError(f"--batch-size must be >= 1, got {args.batch_size}.")
+    check_grid(tasks, args.shots, split=args.split, seed=args.seed)
+
+    print(f"loading model {args.model} ...", file=sys.stderr, flush=True)
+    model = load_model(args.model, device=args.device)
+    total = grid_size(tasks, args.shots, split=args.split, limit=args.limit, seed=args.seed)
+    with tqdm(total=total, unit="query", file=sys.stderr, disable=args.no_progress, dynamic_ncols=True) as bar:
+        def progress(done: int, _total: int) -> None:
+            bar.update(done - bar.n)
+
+        def on_cell(task_name: str, shots: int) -> None:
+            bar.set_description(f"{task_name} {shots}-shot")
+
+        results = evaluate_grid(
+            model, tasks, args.shots, template=template, split=args.split, limit=args.limit,
+            batch_size=args.batch_size, seed=args.seed, progress=progress, on_cell=on_cell,
+        )
+    summary = summarize_grid(results, tasks, split=args.split, seed=args.seed, limit=args.limit)
+    frame = results if args.per_query else summary
+    note = f"model {model.name} ({model.source}); split {args.split}; seed {args.seed}; template {template.describe()}"
+
+    if args.output:
+        _write_atomically(Path(args.output), _render(frame, fmt))
+        print(note)
+        print(_render(summary, "table"), end="")
+        print(f"wrote {len(frame)} {'per-query' if args.per_query else 'summary'} rows ({fmt}) to {args.output}")
+    elif fmt == "table":
+        print(note)
+        print(_render(frame, "table"), end="")
+    else:  # machine-readable stdout: the note goes to stderr
+        print(note, file=sys.stderr)
+        sys.stdout.write(_render(frame, fmt))
+    return 0
+
+
+# ----------------------------------------------------------------------------- output
+
+
+def _output_format(fmt: str | None, output: str | None) -> str:
+    if fmt:
+        return fmt
+    if output:
+        suffix = Path(output).suffix.lower().lstrip(".")
+        if suffix in ("csv", "json"):
+            return suffix
+    return "table"
+
+
+def _render(frame: pd.DataFrame, fmt: str) -> str:
+    if fmt == "csv":
+        return frame.to_csv(index=False)
+    if fmt == "json":
+        return frame.to_json(orient="records", indent=2, force_ascii=False) + "\n"
+    shown = frame.drop(columns=["prompt"], errors="ignore")  # multi-line: unreadable in a table
+    formatters = {}
+    for col in shown.columns:
+        if pd.api.types.is_float_dtype(shown[col]):
+            digits = 4 if col.startswith("seconds") else (1 if col == "prompt_tokens" else 3)
+            formatters[col] = lambda v, d=digits: f"{v:.{d}f}"
+    return shown.to_string(index=False, formatters=formatters) + "\n"
+
+
+def _text_table(rows: list[dict]) -> str:
+    """Left-aligned columns, for text-heavy listings."""
+    cols = list(rows[0])
+    cells = [[str(r[c]) for c in cols] for r in rows]
+    widths = [max(len(c), *(len(row[i]) for row in cells)) for i, c in enumerate(cols)]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(cols, widths)).rstrip()]
+    lines += ["  ".join(v.ljust(w) for v, w in zip(row, widths)).rstrip() for row in cells]
+    return "\n".join(lines)
+
+
+def _write_atomically(path: Path, text: str) -> None:
+    """Write to a temp file beside ``path``, then rename: never a half-written file."""
+    folder = path.parent if str(path.parent) else Path(".")
+    folder.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=folder)
+    try:
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes it private; give it a normal file's mode
+        with os.fdopen(fd, "w", encoding="utf-8", newline="") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+# ----------------------------------------------------------------------------- parser
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m workbench",
+        description="Task Vector Workbench: models, tasks and k-shot evaluation from the command line.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("models", help="list loadable model names")
+    p.set_defaults(func=cmd_models)
+
+    p = sub.add_parser("tasks", help="list the built-in tasks")
+    p.set_defaults(func=cmd_tasks)
+
+    p = sub.add_parser("show-task", help="a task's splits, items and an example prompt")
+    p.add_argument("task", metavar="NAME_OR_PATH", help="built-in task name, or a JSON / CSV file")
+    p.add_argument("--template", default="arrow", help="arrow, qa, or a custom format containing {x}")
+    p.add_argument("--shots", type=int, default=3, help="demonstrations in the example prompt (default 3)")
+    p.add_argument("--items", type=int, default=5, help="items to list (default 5)")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=cmd_show_task)
+
+    p = sub.add_parser("eval", help="zero-shot / k-shot accuracy over tasks x shots")
+    p.add_argument("--model", default="smollm2-135m-instruct", help="model name or local directory (see `models`)")
+    p.add_argument(
+        "--task", action="extend", nargs="+", required=True, metavar="NAME_OR_PATH",
+        help="built-in task, JSON / CSV file, or 'all'; repeatable",
+    )
+    p.add_argument("--shots", type=int, nargs="+", default=[0, 10], help="one or more shot counts (default 0 10)")
+    p.add_argument("--template", default="arrow", help="arrow, qa, or a custom format containing {x}")
+    p.add_argument("--split", default="test", choices=["train", "valid", "test"])
+    p.add_argument("--limit", type=int, default=None, help="evaluate only the first N items of the split")
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--seed", type=int, default=0, help="seed of the split and the demonstrations")
+    p.add_argument("--device", default=None, help="cpu, cuda, ... (default: cuda if available)")
+    p.add_argument("--format", choices=FORMATS, default=None, help="default: from --output's extension, else table")
+    p.add_argument("--output", metavar="FILE", help="write the results here (atomically)")
+    p.add_argument("--per-query", action="store_true", help="one row per query instead of the summary")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_eval)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from workbench.models import ModelLoadError
+
+    try:
+        return args.func(args)
+    except (ModelLoadError, ValueError, OSError) as err:  # TaskFileError is a ValueError
+        message = " ".join(str(err).split()) or type(err).__name__
+        print(f"error: {message}", file=sys.stderr)
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
