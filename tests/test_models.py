@@ -47,3 +47,8 @@ def test_directory_without_weights_is_a_clear_error(tmp_path):
 
 def test_available_models_lists_the_embedded_default():
     assert available_models()[0] == "smollm2-135m-instruct"
+
+
+def test_missing_directory_says_so():
+    with pytest.raises(ModelLoadError, match="no such directory"):
+        load_model("/no/such/model/dir")

@@ -211,6 +211,11 @@ def _build_tiny(name: str, seed: int = 0):
 def _load_pretrained(name: str):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    if not Path(name).is_dir() and (name.startswith((".", "/", "~")) or name.count("/") > 1):
+        raise ModelLoadError(
+            f"Could not load model '{name}': no such directory. Built-in names: "
+            f"{', '.join(available_models())}; or pass a local model directory or a Hugging Face name."
+        )
     where = "local directory" if Path(name).is_dir() else "Hugging Face cache (offline)"
     try:
         tokenizer = AutoTokenizer.from_pretrained(name)
@@ -218,7 +223,7 @@ def _load_pretrained(name: str):
     except Exception as err:  # noqa: BLE001 - transformers raises many kinds here
         raise ModelLoadError(
             f"Could not load model '{name}' from the {where}: {type(err).__name__}: "
-            f"{str(err).splitlines()[0] if str(err) else ''}. Built-in names: "
+            f"{str(err).splitlines()[0].rstrip('.') if str(err) else ''}. Built-in names: "
             f"{', '.join(available_models())}. For another model, pass a local directory "
             f"with its config and weights, or download it into the Hugging Face cache on a "
             f"machine with hub access (there is none at run time)."

@@ -1,0 +1,215 @@
+"""Evaluate: zero-shot vs k-shot in-context learning on one task.
+
+Widgets -> ``workbench.grid.evaluate_grid`` -> ``analyses.evaluation_figures``. The view
+(task, template, shots, split, limit, seed) is kept in the URL; results are kept in the
+session so they survive reruns.
+"""
+
+from __future__ import annotations
+
+import pandas as pd
+import streamlit as st
+
+import app_state
+from analyses.evaluation_figures import accuracy_bar_chart, per_query_table
+from workbench.evaluation import majority_baseline
+from workbench.grid import check_grid, evaluate_grid, summarize_grid
+from workbench.prompts import DEFAULT_TEMPLATE, TEMPLATES, build_prompts, get_template
+from workbench.tasks import TaskFileError, catalog
+
+SPLITS = ("train", "valid", "test")
+CUSTOM = "custom"
+CUSTOM_EXAMPLE = r"Input: {x}\nOutput:"
+RESULTS_KEY = "evaluate_results"
+
+st.title("Evaluate")
+st.caption(
+    "Does the model do the task from examples alone? Zero-shot prompts against k-shot "
+    "in-context learning (ICL): the baselines every task-vector method is measured against."
+)
+model = app_state.current_model()
+
+# ----------------------------------------------------------------------------- settings
+
+tasks = catalog()
+app_state.seed_from_query("task", "antonym" if "antonym" in tasks else next(iter(tasks), ""), valid=tasks)
+if "template" not in st.session_state:
+    requested = st.query_params.get("template") or DEFAULT_TEMPLATE
+    st.session_state.template = requested if requested in TEMPLATES else CUSTOM
+    if requested not in TEMPLATES:
+        st.session_state.template_custom = requested
+app_state.seed_from_query("shots", 10, int, valid=range(0, 101))
+app_state.seed_from_query("split", "test", valid=SPLITS)
+app_state.seed_from_query("limit", 40, int, valid=range(1, 100_001))
+app_state.seed_from_query("seed", 0, int, valid=range(0, 2**31))
+
+task_col, template_col, numbers_col = st.columns([5, 4, 3], gap="large")
+with task_col:
+    source = st.radio("Task", ["Built-in", "Upload a file"], horizontal=True, key="task_source")
+    if source == "Built-in":
+        task_name = st.selectbox("Built-in task", list(tasks), key="task")
+        info = tasks.get(task_name, {})
+        st.caption(f"{info.get('description', '')} ({info.get('category', '')}, "
+                   f"{'case-sensitive' if info.get('case_sensitive') else 'case-insensitive'})")
+        upload = None
+    else:
+        upload = st.file_uploader(
+            "Task file: JSON list of {\"input\", \"output\"} records, or CSV with input,output columns",
+            type=["json", "csv"],
+            max_upload_size=app_state.UPLOAD_LIMIT_MB,
+            key="task_file",
+        )
+with template_col:
+    template_choice = st.selectbox("Prompt template", [*TEMPLATES, CUSTOM], key="template")
+    if template_choice == CUSTOM:
+        st.session_state.setdefault("template_custom", CUSTOM_EXAMPLE)
+        template_spec = st.text_input(
+            "Custom query format",
+            key="template_custom",
+            help=r"Contains {x}; write a line break as \n; a separator may follow a '|', "
+            r"e.g. Q: {x}\nA:|\n\n (default separator: one line break).",
+        )
+    else:
+        template_spec = template_choice
+with numbers_col:
+    left, right = st.columns(2)
+    shots = left.number_input("Shots k", min_value=0, max_value=100, key="shots")
+    split = right.selectbox("Split", SPLITS, key="split")
+    limit = left.number_input("Limit (queries)", min_value=1, max_value=100_000, key="limit")
+    seed = right.number_input("Seed", min_value=0, max_value=2**31 - 1, key="seed")
+
+app_state.share_in_url(
+    task=task_name if source == "Built-in" else None,
+    template=template_spec,
+    shots=shots,
+    split=split,
+    limit=limit,
+    seed=seed,
+)
+
+# ----------------------------------------------------------------------------- task and prompts
+
+try:
+    if source == "Built-in":
+        task = app_state.get_task(task_name)
+    elif upload is None:
+        st.info("Upload a JSON or CSV task file to evaluate it.")
+        st.stop()
+    else:
+        task = app_state.task_from_upload(upload.name, upload.getvalue())
+    if not template_spec.strip():
+        raise ValueError("Type a custom query format containing {x}, e.g. " + CUSTOM_EXAMPLE)
+    template = get_template(template_spec)
+    splits = task.split(seed)
+    check_grid([task], [0, shots], split=split, seed=seed)
+except (TaskFileError, ValueError) as err:
+    st.error(str(err), icon=":material/error:")
+    st.stop()
+
+data_col, prompt_col = st.columns([5, 7], gap="large")
+with data_col:
+    st.subheader(f"Task: {task.name}")
+    sizes = st.columns(4)
+    for column, name in zip(sizes, SPLITS):
+        column.metric(name, len(splits[name]))
+    sizes[3].metric(
+        "majority",
+        f"{majority_baseline(task, split=split, seed=seed):.0%}",
+        help=f"Exact match of always answering the most common train output, on the whole {split} split.",
+    )
+    preview = pd.DataFrame(splits[split][:6], columns=["input", "output"])
+    st.dataframe(preview, hide_index=True, width="stretch")
+    st.caption(f"First {len(preview)} of {len(splits[split])} {split} items (seed {seed}).")
+with prompt_col:
+    query, answer = splits[split][0]
+    examples = {"zero-shot": 0, f"{shots}-shot": shots} if shots else {"zero-shot": 0}
+    for column, (label, k) in zip(st.columns(len(examples)), examples.items()):
+        column.markdown(f"**{label} prompt**")
+        prompt = build_prompts(template, [query], splits.train, k, seed=seed)[0]
+        column.code(prompt, language=None, height=260)
+    st.caption(
+        f"The first {split} query as evaluated; expected answer `{answer}`. "
+        f"Template {template.describe()}"
+    )
+
+# ----------------------------------------------------------------------------- run
+
+settings = {
+    "model": model.name,
+    "task": task.name,
+    "template": template.describe(),
+    "shots": int(shots),
+    "split": split,
+    "limit": int(limit),
+    "seed": int(seed),
+}
+if st.button("Run evaluation", type="primary", icon=":material/play_arrow:"):
+    with st.status(f"Evaluating {task.name} on {model.name} ...", expanded=True) as status:
+        bar = st.progress(0.0, text="starting")
+        cell = {"method": ""}
+
+        def on_cell(_task: str, k: int) -> None:
+            cell["method"] = "zero-shot" if k == 0 else f"{k}-shot ICL"
+
+        def progress(done: int, total: int) -> None:
+            bar.progress(done / total, text=f"{cell['method']}: {done} / {total} queries")
+
+        try:
+            results = evaluate_grid(
+                model, [task], sorted({0, int(shots)}), template=template, split=split,
+                limit=int(limit), seed=int(seed), progress=progress, on_cell=on_cell,
+            )
+        except ValueError as err:
+            status.update(label="Evaluation failed", state="error")
+            st.error(str(err), icon=":material/error:")
+            st.stop()
+        done = f"Evaluated {task.name}: {len(results)} queries"
+        status.update(label=done, state="complete", expanded=False)
+    summary = summarize_grid(results, [task], split=split, seed=int(seed))
+    st.session_state[RESULTS_KEY] = {"settings": settings, "results": results, "summary": summary}
+
+# ----------------------------------------------------------------------------- results
+
+stored = st.session_state.get(RESULTS_KEY)
+if stored is None:
+    st.stop()
+
+st.subheader("Results")
+used = stored["settings"]
+if used != settings:
+    st.info("The settings changed since this run: press **Run evaluation** to update.")
+st.caption(
+    f"Model {used['model']}, task {used['task']}, {used['split']} split (first {used['limit']} "
+    f"queries, seed {used['seed']}). Template {used['template']}"
+)
+summary = stored["summary"]
+st.dataframe(
+    summary,
+    hide_index=True,
+    width="content",
+    column_order=[
+        "method", "n", "first_token_acc", "exact_match", "majority_baseline", "prompt_tokens",
+        "seconds_per_query",
+    ],
+    column_config={
+        "first_token_acc": st.column_config.NumberColumn("first-token accuracy", format="percent"),
+        "exact_match": st.column_config.NumberColumn("exact match", format="percent"),
+        "majority_baseline": st.column_config.NumberColumn(
+            "majority baseline", format="percent", help=f"Exact match on the whole {used['split']} split."
+        ),
+        "prompt_tokens": st.column_config.NumberColumn("prompt tokens", format="%.1f"),
+        "seconds_per_query": st.column_config.NumberColumn("s / query", format="%.3f"),
+    },
+)
+
+fig = accuracy_bar_chart(summary)
+st.plotly_chart(fig, key="accuracy_chart")
+queries = per_query_table(stored["results"])
+app_state.export_buttons(
+    f"evaluate_{used['task']}_{used['model']}_{used['shots']}shot".replace("/", "_"),
+    figure=fig,
+    tables={"Per-query table": queries, "All results with prompts": stored["results"]},
+)
+
+st.markdown("**Per query**")
+st.dataframe(queries, hide_index=True)
