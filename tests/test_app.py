@@ -62,7 +62,7 @@ def test_unknown_model_shows_error():
 
 
 def test_evaluate_page_renders_task_and_prompts():
-    at = _evaluate_page(task="antonym")
+    at = _evaluate_page(task="antonym", template="arrow")
     _no_exception(at)
     assert not at.error
     assert at.selectbox(key="task").value == "antonym"

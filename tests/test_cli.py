@@ -19,7 +19,7 @@ import pytest
 import workbench.models as models_module
 from workbench import cli
 from workbench.grid import evaluate_grid, resolve_tasks, summarize_grid
-from workbench.prompts import get_template
+from workbench.prompts import DEFAULT_TEMPLATE, get_template
 from workbench.tasks import list_tasks, load_task
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -95,7 +95,7 @@ def test_tasks(capsys):
 
 
 def test_show_task(capsys):
-    rc, out, _ = run(["show-task", "antonym", "--shots", "3"], capsys)
+    rc, out, _ = run(["show-task", "antonym", "--shots", "3", "--template", "arrow"], capsys)
     assert rc == 0
     splits = load_task("antonym").split(0)
     assert f"train {len(splits.train)}, valid {len(splits.valid)}, test {len(splits.test)}" in out
@@ -144,7 +144,7 @@ def test_eval_csv_output_subprocess(tmp_path, cache_dir):
     assert frame["exact_match"].between(0, 1).all() and frame["majority_baseline"].between(0, 1).all()
     assert (frame.loc[1, "prompt_tokens"] > frame.loc[0, "prompt_tokens"])  # demonstrations make it longer
     assert f"wrote 2 summary rows (csv) to {out_file}" in proc.stdout
-    assert "template arrow" in proc.stdout
+    assert f"template {DEFAULT_TEMPLATE}" in proc.stdout
     assert [p.name for p in tmp_path.iterdir()] == ["tmp.csv"]  # no temp file left behind
 
 
@@ -157,7 +157,7 @@ def test_eval_json_to_stdout_parses(capsys):
     records = json.loads(out)  # the template note goes to stderr, so stdout is pure JSON
     assert [r["shots"] for r in records] == [0, 1]
     assert set(records[0]) == set(SUMMARY_COLUMNS)
-    assert "template arrow" in err
+    assert f"template {DEFAULT_TEMPLATE}" in err
 
 
 def test_eval_table_states_the_template(capsys):

@@ -17,8 +17,8 @@ def test_evaluate_returns_one_row_per_query(tiny_llama):
     task = Task("toy", PAIRS)
     frame = evaluate(tiny_llama, task, shots=2, limit=5, batch_size=2)
     assert len(frame) == 5
-    assert set(frame["method"]) == {"2-shot ICL"} and set(frame["template"]) == {"arrow"}
-    assert frame["prompt"].iloc[0].count("->") == 3  # two demonstrations and the query
+    assert set(frame["method"]) == {"2-shot ICL"} and set(frame["template"]) == {"qa"}
+    assert frame["prompt"].iloc[0].count("Q:") == 3  # two demonstrations and the query
     summary = summarize(frame)
     assert summary.loc[0, "n"] == 5
     assert 0.0 <= summary.loc[0, "exact_match"] <= 1.0

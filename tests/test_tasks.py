@@ -9,7 +9,7 @@ from collections import Counter
 import pytest
 
 import workbench.tasks as tasks_module
-from workbench.prompts import TEMPLATES, PromptTemplate, build_prompts, get_template
+from workbench.prompts import DEFAULT_TEMPLATE, TEMPLATES, PromptTemplate, build_prompts, get_template
 from workbench.tasks import DATA_DIR, Task, TaskFileError, catalog, list_tasks, load_task, read_pairs
 
 CATALOG_FILE = DATA_DIR / "catalog.json"
@@ -343,7 +343,7 @@ def test_custom_template():
     assert (t.name, t.query, t.separator) == ("custom", "Input: {x}\nOutput:", "\n\n")
     assert build_prompts(t, ["q"], [("a", "b"), ("c", "d")], 1, seed=0)[0].endswith("\n\nInput: q\nOutput:")
     assert get_template("say {x} =").separator == "\n"
-    assert get_template(None) is TEMPLATES["arrow"]
+    assert get_template(None) is TEMPLATES[DEFAULT_TEMPLATE]
     assert "{x}" in get_template("qa").describe() and get_template("qa").describe().startswith("qa: ")
 
 

@@ -15,6 +15,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from workbench.prompts import DEFAULT_TEMPLATE
+
 FORMATS = ("table", "csv", "json")
 EXIT_ERROR = 2
 EXIT_INTERRUPTED = 130
@@ -212,7 +214,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("show-task", help="a task's splits, items and an example prompt")
     p.add_argument("task", metavar="NAME_OR_PATH", help="built-in task name, or a JSON / CSV file")
-    p.add_argument("--template", default="arrow", help="arrow, qa, or a custom format containing {x}")
+    p.add_argument("--template", default=DEFAULT_TEMPLATE, help="arrow, qa, or a custom format containing {x}")
     p.add_argument("--shots", type=int, default=3, help="demonstrations in the example prompt (default 3)")
     p.add_argument("--items", type=int, default=5, help="items to list (default 5)")
     p.add_argument("--seed", type=int, default=0)
@@ -225,7 +227,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="built-in task, JSON / CSV file, or 'all'; repeatable",
     )
     p.add_argument("--shots", type=int, nargs="+", default=[0, 10], help="one or more shot counts (default 0 10)")
-    p.add_argument("--template", default="arrow", help="arrow, qa, or a custom format containing {x}")
+    p.add_argument("--template", default=DEFAULT_TEMPLATE, help="arrow, qa, or a custom format containing {x}")
     p.add_argument("--split", default="test", choices=["train", "valid", "test"])
     p.add_argument("--limit", type=int, default=None, help="evaluate only the first N items of the split")
     p.add_argument("--batch-size", type=int, default=16)

@@ -113,3 +113,53 @@ def answer_first_token(model: LoadedModel, answer: str) -> int:
 
 def answer_token_count(model: LoadedModel, answer: str) -> int:
     return len(model.tokenizer(answer, add_special_tokens=False).input_ids)
+
+
+@dataclass
+class CachedPrompts:
+    """Prompts whose tokens before the last one are run once and kept as a KV cache.
+
+    Interventions at the last token cannot change the earlier positions (attention is
+    causal), so a fit that only hooks the last token can re-run just that token at each
+    step: one token per prompt instead of the whole prompt.
+    """
+
+    last_tokens: torch.Tensor  # (B, 1)
+    attention_mask: torch.Tensor  # (B, T) over prefix + last token
+    cache: object  # transformers DynamicCache over the prefix, (B, T - 1) positions
+    prefix_len: int
+
+    def __post_init__(self) -> None:
+        self._prefix = [(layer.keys, layer.values) for layer in self.cache.layers]
+
+    def __len__(self) -> int:
+        return self.last_tokens.shape[0]
+
+    def restore(self) -> None:
+        """Put the prefix-only keys/values back after a forward pass appended to them."""
+        for layer, (keys, values) in zip(self.cache.layers, self._prefix):
+            layer.keys, layer.values = keys, values
+
+
+@torch.no_grad()
+def cache_prefixes(model: LoadedModel, prompts: list[str]) -> CachedPrompts:
+    batch = encode(model, prompts)
+    if batch.tokens.shape[1] < 2 or min(batch.lengths) < 2:
+        raise ValueError("Prefix caching needs prompts of at least two tokens.")
+    _, cache = model.bridge(
+        batch.tokens[:, :-1], attention_mask=batch.attention_mask[:, :-1],
+        return_type="logits_and_cache", use_cache=True,
+    )
+    return CachedPrompts(batch.tokens[:, -1:], batch.attention_mask, cache, batch.tokens.shape[1] - 1)
+
+
+def cached_last_logits(model: LoadedModel, cached: CachedPrompts, hooks: list[Hook] = ()) -> torch.Tensor:
+    """Logits at the last prompt token, (B, vocab), running only that token (differentiable)."""
+    try:
+        logits = model.bridge.run_with_hooks(
+            cached.last_tokens, attention_mask=cached.attention_mask, past_key_values=cached.cache,
+            fwd_hooks=list(hooks),
+        )
+    finally:
+        cached.restore()  # drop the last token's keys/values (and their autograd graph)
+    return logits[:, -1]

@@ -52,7 +52,7 @@ TEMPLATES: dict[str, PromptTemplate] = {
     "qa": PromptTemplate("qa", "Q: {x}\nA:", "\n\n"),
     "arrow": PromptTemplate("arrow", "{x} ->", "\n"),
 }
-DEFAULT_TEMPLATE = "arrow"
+DEFAULT_TEMPLATE = "qa"
 
 
 def get_template(spec: str | PromptTemplate | None = None) -> PromptTemplate:
