@@ -1,0 +1,273 @@
+"""SITE: soft injection of task embeddings (METHODS.md, "SITE").
+
+1. Task embedding t[l,h]: the mean, over M k-shot prompts from the train split, of each
+   head's output z[l,h] (before W_O) at the last prompt token.
+2. Soft head selection: beta[l,h], initialised 0; alpha = sigmoid(beta).
+3. Injection at the last prompt token of a zero-shot query, every layer:
+       z'[l,h] = (1 - alpha[l,h]) * z[l,h] + alpha[l,h] * t[l,h]
+   and the layer's attention output is recomputed from z' through W_O (the hook sits
+   on W_O's input, so the model does that itself).
+4. Fit beta with Adam on the cross-entropy of the answer's first token on zero-shot train
+   queries, model frozen; keep the step with the lowest valid loss.
+
+The fit only changes the last token, so every query's earlier tokens are run once and
+kept as a KV cache (:class:`workbench.inference.CachedPrompts`): a step costs one token
+per query. One alpha can also be shared by several tasks (``fit_site`` with several
+tasks: the task-agnostic variant), each task keeping its own embedding.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Callable
+
+import numpy as np
+import pandas as pd
+import torch
+
+from workbench import inference
+from workbench.evaluation import Intervention
+from workbench.models import LoadedModel
+from workbench.prompts import DEFAULT_TEMPLATE, answer_text, build_prompts, get_template
+from workbench.tasks import Task
+
+
+@dataclass
+class SiteConfig:
+    template: str = DEFAULT_TEMPLATE
+    shots: int = 10  # k: demonstrations per prompt that builds the embedding
+    n_prompts: int = 50  # M: prompts averaged into the embedding
+    steps: int = 120
+    lr: float = 0.2  # Adam; cosine-decayed to lr/10
+    batch_size: int = 32
+    eval_every: int = 10  # steps between valid-loss checks
+    patience: int = 6  # stop after this many checks without a better valid loss
+    seed: int = 0
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+# ----------------------------------------------------------------------------- step 1
+
+
+@torch.no_grad()
+def task_embedding(
+    model: LoadedModel, task: Task, template=None, shots: int = 10, n_prompts: int = 50, seed: int = 0,
+    batch_size: int = 16,
+) -> torch.Tensor:
+    """t[l,h] = mean of z[l,h] at the last token of M k-shot train prompts: (L, H, d_head)."""
+    template = get_template(template)
+    train = task.split(seed).train
+    rng = np.random.default_rng(seed)
+    queries = [train[i][0] for i in rng.choice(len(train), size=min(n_prompts, len(train)), replace=False)]
+    prompts = build_prompts(template, queries, train, shots, seed=seed + 1)
+    shape = model.heads.shape
+    total = torch.zeros(shape.n_layers, shape.n_heads, shape.d_head, device=model.device)
+    for start in range(0, len(prompts), batch_size):
+        store: dict[int, torch.Tensor] = {}
+        inference.run_hooks_only(model, prompts[start : start + batch_size], model.heads.capture_z(store))
+        total += torch.stack([store[l].sum(0) for l in range(shape.n_layers)])  # (L, H, d_head)
+    return total / len(prompts)
+
+
+# ----------------------------------------------------------------------------- step 3
+
+
+@dataclass
+class SoftInjection:
+    """The fitted intervention: mix each head's output with the task embedding."""
+
+    alpha: torch.Tensor  # (L, H) in [0, 1]
+    embedding: torch.Tensor  # (L, H, d_head)
+    name: str = "SITE"
+
+    def hooks(self, model: LoadedModel, prompts: list[str] | None = None):
+        return model.heads.mix_z(self.alpha.to(model.device), self.embedding.to(model.device), pos=-1)
+
+
+# ----------------------------------------------------------------------------- step 4
+
+
+@dataclass
+class SiteFit:
+    tasks: list[str]
+    beta: torch.Tensor  # (L, H) at the best step
+    embeddings: dict[str, torch.Tensor]  # task -> (L, H, d_head)
+    config: SiteConfig
+    history: pd.DataFrame  # step, train_loss, valid_loss, lr
+    best_step: int
+    best_valid_loss: float
+    fit_seconds: float
+    embedding_seconds: float
+    meta: dict = field(default_factory=dict)
+
+    @property
+    def alpha(self) -> torch.Tensor:
+        return torch.sigmoid(self.beta)
+
+    def intervention(self, task: str | None = None) -> SoftInjection:
+        task = task or self.tasks[0]
+        if task not in self.embeddings:
+            raise KeyError(f"This SITE fit has no embedding for task {task!r}; it has {', '.join(self.embeddings)}.")
+        return SoftInjection(self.alpha, self.embeddings[task])
+
+
+@dataclass
+class _Stream:
+    """One task's zero-shot queries, cached in fixed mini-batches, with its embedding."""
+
+    embedding: torch.Tensor
+    train: list[tuple[inference.CachedPrompts, torch.Tensor]]  # (cached prompts, first-token targets)
+    valid: list[tuple[inference.CachedPrompts, torch.Tensor]]
+
+
+def _cached_batches(model, template, pairs, batch_size, rng=None):
+    order = rng.permutation(len(pairs)) if rng is not None else np.arange(len(pairs))
+    batches = []
+    for start in range(0, len(pairs), batch_size):
+        chunk = [pairs[i] for i in order[start : start + batch_size]]
+        prompts = [template.format_query(x) for x, _ in chunk]
+        targets = torch.tensor(
+            [inference.answer_first_token(model, answer_text(y)) for _, y in chunk], device=model.device
+        )
+        batches.append((inference.cache_prefixes(model, prompts), targets))
+    return batches
+
+
+def _loss(model, cached, targets, alpha, embedding) -> torch.Tensor:
+    hooks = model.heads.mix_z(alpha, embedding)
+    logits = inference.cached_last_logits(model, cached, hooks)  # (B, vocab)
+    return torch.nn.functional.cross_entropy(logits.float(), targets, reduction="sum")
+
+
+def fit_site(
+    model: LoadedModel,
+    tasks: Task | list[Task],
+    config: SiteConfig | None = None,
+    progress: Callable[[int, int, dict], None] | None = None,
+) -> SiteFit:
+    """Fit beta (one (L, H) map shared by all given tasks); returns the best-valid step."""
+    config = config or SiteConfig()
+    tasks = [tasks] if isinstance(tasks, Task) else list(tasks)
+    template = get_template(config.template)
+    rng = np.random.default_rng(config.seed)
+    torch.manual_seed(config.seed)
+
+    t0 = time.perf_counter()
+    streams = {}
+    for task in tasks:
+        splits = task.split(config.seed)
+        embedding = task_embedding(model, task, template, config.shots, config.n_prompts, config.seed)
+        streams[task.name] = _Stream(
+            embedding,
+            _cached_batches(model, template, splits.train, config.batch_size, rng),
+            _cached_batches(model, template, splits.valid, 64),
+        )
+    embedding_seconds = time.perf_counter() - t0
+
+    shape = model.heads.shape
+    beta = torch.zeros(shape.n_layers, shape.n_heads, device=model.device, requires_grad=True)
+    optimizer = torch.optim.Adam([beta], lr=config.lr)
+    schedule = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda s: 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(s, config.steps) / config.steps))
+    )
+
+    def valid_loss() -> float:
+        with torch.no_grad():
+            alpha = torch.sigmoid(beta)
+            total, n = 0.0, 0
+            for stream in streams.values():
+                for cached, targets in stream.valid:
+                    total += _loss(model, cached, targets, alpha, stream.embedding).item()
+                    n += len(targets)
+            return total / n
+
+    best = (valid_loss(), 0, beta.detach().clone())
+    history = [{"step": 0, "train_loss": float("nan"), "valid_loss": best[0], "lr": config.lr}]
+    schedule_of_batches = [(name, i) for name, s in streams.items() for i in range(len(s.train))]
+    checks_without_gain = 0
+    t1 = time.perf_counter()
+    for step in range(1, config.steps + 1):
+        name, index = schedule_of_batches[rng.integers(len(schedule_of_batches))]
+        stream = streams[name]
+        cached, targets = stream.train[index]
+        loss = _loss(model, cached, targets, torch.sigmoid(beta), stream.embedding) / len(targets)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        schedule.step()
+        record = {"step": step, "train_loss": loss.item(), "valid_loss": float("nan"), "lr": schedule.get_last_lr()[0]}
+        if step % config.eval_every == 0 or step == config.steps:
+            record["valid_loss"] = valid_loss()
+            if record["valid_loss"] < best[0]:
+                best = (record["valid_loss"], step, beta.detach().clone())
+                checks_without_gain = 0
+            else:
+                checks_without_gain += 1
+        history.append(record)
+        if progress:
+            progress(step, config.steps, record)
+        if checks_without_gain >= config.patience:
+            break
+
+    return SiteFit(
+        tasks=[t.name for t in tasks],
+        beta=best[2],
+        embeddings={name: s.embedding for name, s in streams.items()},
+        config=config,
+        history=pd.DataFrame(history),
+        best_step=best[1],
+        best_valid_loss=best[0],
+        fit_seconds=time.perf_counter() - t1 + embedding_seconds,
+        embedding_seconds=embedding_seconds,
+        meta={"template": template.describe()},
+    )
+
+
+# ----------------------------------------------------------------------------- saving
+
+
+def to_run(fit: SiteFit, model: LoadedModel, metrics: dict | None = None, split_sizes: dict | None = None):
+    """A :class:`workbench.runs.Run` for the store: beta and each task's embedding."""
+    from workbench.runs import Run
+
+    tensors = {"beta": fit.beta, **{f"embedding.{t}": e for t, e in fit.embeddings.items()}}
+    meta = {
+        "config": fit.config.as_dict(),
+        "template": fit.meta.get("template", ""),
+        "best_step": fit.best_step,
+        "best_valid_loss": fit.best_valid_loss,
+        "fit_seconds": fit.fit_seconds,
+        "embedding_seconds": fit.embedding_seconds,
+        "history": fit.history.to_dict(orient="list"),
+        "split_sizes": split_sizes or {},
+        "metrics": metrics or {},
+    }
+    return Run("SITE", model.signature, fit.tasks, tensors, meta)
+
+
+def from_run(run, model: LoadedModel | None = None) -> SiteFit:
+    """Rebuild a fit from a stored run; with ``model``, check the run fits it first."""
+    if run.method != "SITE":
+        raise ValueError(f"Run {run.id} is a {run.method} run, not SITE.")
+    if model is not None:
+        run.check_fits(model)
+        device = model.device
+    else:
+        device = torch.device("cpu")
+    meta = run.meta
+    return SiteFit(
+        tasks=list(run.tasks),
+        beta=run.tensors["beta"].to(device),
+        embeddings={t: run.tensors[f"embedding.{t}"].to(device) for t in run.tasks},
+        config=SiteConfig(**meta.get("config", {})),
+        history=pd.DataFrame(meta.get("history", {})),
+        best_step=int(meta.get("best_step", 0)),
+        best_valid_loss=float(meta.get("best_valid_loss", float("nan"))),
+        fit_seconds=float(meta.get("fit_seconds", 0.0)),
+        embedding_seconds=float(meta.get("embedding_seconds", 0.0)),
+        meta={"template": meta.get("template", ""), "run_id": run.id, "metrics": meta.get("metrics", {})},
+    )
