@@ -317,3 +317,44 @@ def test_evaluate_grid_rejects_impossible_shots_before_running(model_cache, cach
     with pytest.raises(ValueError, match="too few for 1000-shot"):
         evaluate_grid(model, ["antonym"], [0, 1000], progress=lambda d, t: ran.append(d))
     assert ran == []
+
+
+# ----------------------------------------------------------------------------- SITE runs
+
+
+def test_fit_site_saves_a_run_that_runs_can_list_show_export_and_delete(tmp_path, capsys):
+    store = tmp_path / "runs"
+    rc, out, _ = run(
+        ["fit-site", "--model", "tiny-llama", "--task", "antonym", "--steps", "3", "--prompts", "4", "--shots", "2",
+         "--limit", "3", "--store", store, "--no-progress"], capsys,
+    )
+    assert rc == 0 and "antonym" in out and "test_first_token_acc" in out
+    rc, out, _ = run(["runs", "list", "--store", store, "--method", "site"], capsys)
+    run_id = out.splitlines()[1].split()[0]
+    assert rc == 0 and run_id.startswith("site-antonym-tiny-llama-")
+    rc, out, _ = run(["runs", "show", run_id, "--store", store], capsys)
+    shown = json.loads(out)
+    assert shown["tensors"]["beta"] == [3, 4] and shown["config"]["steps"] == 3
+    assert shown["metrics"]["antonym"]["n_test"] == 3
+    rc, out, _ = run(["runs", "export", run_id, tmp_path / "exported", "--store", store], capsys)
+    assert rc == 0 and (tmp_path / "exported" / run_id / "tensors.safetensors").is_file()
+    rc, out, _ = run(["runs", "delete", run_id, "--store", store], capsys)
+    assert rc == 0
+    rc, out, _ = run(["runs", "list", "--store", store], capsys)
+    assert "No runs" in out
+
+
+def test_task_agnostic_fit_is_one_run_over_several_tasks(tmp_path, capsys):
+    store = tmp_path / "runs"
+    rc, out, _ = run(
+        ["fit-site", "--model", "tiny-llama", "--task", "antonym", "uppercase", "--agnostic", "--steps", "2",
+         "--prompts", "3", "--shots", "1", "--no-eval", "--store", store, "--no-progress"], capsys,
+    )
+    assert rc == 0
+    rc, out, _ = run(["runs", "list", "--store", store], capsys)
+    assert len(out.strip().splitlines()) == 2 and "antonym, uppercase" in out
+
+
+def test_unknown_run_is_an_error(tmp_path, capsys):
+    rc, _, err = run(["runs", "show", "nope", "--store", tmp_path], capsys)
+    assert rc == 2 and err.startswith("error: No run 'nope'")

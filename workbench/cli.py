@@ -1,4 +1,4 @@
-"""Command line: ``python -m workbench {models,tasks,show-task,eval} ...``.
+"""Command line: ``python -m workbench {models,tasks,show-task,eval,fit-site,runs} ...``.
 
 Thin by design: parse arguments, call the library, format the output. Expected failures
 (unknown model, bad task file, bad template or shots) print one ``error: ...`` line to
@@ -140,6 +140,92 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_fit_site(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from workbench import site
+    from workbench.evaluation import evaluate, summarize
+    from workbench.grid import resolve_tasks
+    from workbench.models import load_model
+    from workbench.prompts import get_template
+    from workbench.runs import RunStore, user_store
+
+    template = get_template(args.template)
+    tasks = resolve_tasks(args.task)
+    config = site.SiteConfig(
+        template=args.template, shots=args.shots, n_prompts=args.prompts, steps=args.steps, lr=args.lr,
+        batch_size=args.batch_size, seed=args.seed,
+    )
+    store = RunStore(args.store) if args.store else user_store()
+    print(f"loading model {args.model} ...", file=sys.stderr, flush=True)
+    model = load_model(args.model, device=args.device)
+    groups = [tasks] if args.agnostic else [[t] for t in tasks]
+    rows = []
+    for group in groups:
+        label = "+".join(t.name for t in group) if len(group) <= 3 else f"{len(group)} tasks"
+        with tqdm(total=config.steps, unit="step", file=sys.stderr, disable=args.no_progress, desc=f"SITE {label}") as bar:
+            def progress(step: int, _total: int, record: dict) -> None:
+                bar.update(step - bar.n)
+                if record["valid_loss"] == record["valid_loss"]:  # not NaN
+                    bar.set_postfix(valid_loss=f"{record['valid_loss']:.3f}")
+
+            fit = site.fit_site(model, group, config, progress=progress)
+        metrics = {}
+        for task in group:
+            if args.no_eval:
+                break
+            frame = evaluate(model, task, template=template, intervention=fit.intervention(task.name), limit=args.limit)
+            summary = summarize(frame).iloc[0]
+            metrics[task.name] = {"test_first_token_acc": float(summary.first_token_acc),
+                                  "test_exact_match": float(summary.exact_match), "n_test": int(summary.n)}
+        sizes = {t.name: {k: len(v) for k, v in vars(t.split(config.seed)).items()} for t in group}
+        run_id = store.save(site.to_run(fit, model, metrics=metrics, split_sizes=sizes))
+        alpha = fit.alpha
+        for task in group:
+            rows.append({"run": run_id, "task": task.name, "best_step": fit.best_step,
+                         "valid_loss": round(fit.best_valid_loss, 4), "fit_s": round(fit.fit_seconds, 1),
+                         "alpha_extreme": round(float(((alpha < 0.1) | (alpha > 0.9)).float().mean()), 3),
+                         **metrics.get(task.name, {})})
+    print(f"model {model.name}; template {template.describe()}; store {store.root}")
+    print(_render(pd.DataFrame(rows), "table"), end="")
+    return 0
+
+
+def cmd_runs(args: argparse.Namespace) -> int:
+    import json
+
+    from workbench.runs import RunStore, bundled_store, user_store
+
+    store = bundled_store() if args.bundled else (RunStore(args.store) if args.store else user_store())
+    if args.action == "list":
+        frame = store.list(method=args.method, task=args.task, model=args.model)
+        if frame.empty:
+            print(f"No runs in {store.root}.")
+            return 0
+        frame["tasks"] = frame["tasks"].map(lambda ts: ", ".join(ts) if len(ts) <= 3 else f"{len(ts)} tasks")
+        print(_render(frame.drop(columns=["metrics"]), "table"), end="")
+    elif args.action == "show":
+        run = store.load(_one_id(args))
+        summary = {"id": run.id, "method": run.method, "model": run.model, "tasks": run.tasks, "created": run.created,
+                   "tensors": {k: list(v.shape) for k, v in run.tensors.items()},
+                   **{k: v for k, v in run.meta.items() if k != "history"}}
+        print(json.dumps(summary, indent=1, default=str))
+    elif args.action == "delete":
+        store.delete(_one_id(args))
+        print(f"deleted {args.ids[0]}")
+    elif args.action == "export":
+        if len(args.ids) != 2:
+            raise ValueError("usage: runs export RUN_ID DEST_FOLDER")
+        print(f"exported to {store.export(args.ids[0], args.ids[1])}")
+    return 0
+
+
+def _one_id(args: argparse.Namespace) -> str:
+    if len(args.ids) != 1:
+        raise ValueError(f"runs {args.action} takes one run id.")
+    return args.ids[0]
+
+
 # ----------------------------------------------------------------------------- output
 
 
@@ -238,6 +324,34 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--per-query", action="store_true", help="one row per query instead of the summary")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser("fit-site", help="fit SITE soft injection per task (or one task-agnostic alpha), save runs")
+    p.add_argument("--model", default="smollm2-135m-instruct")
+    p.add_argument("--task", action="extend", nargs="+", required=True, metavar="NAME_OR_PATH")
+    p.add_argument("--agnostic", action="store_true", help="one alpha shared by all the given tasks")
+    p.add_argument("--template", default=DEFAULT_TEMPLATE)
+    p.add_argument("--shots", type=int, default=10, help="k of the prompts that build the embedding")
+    p.add_argument("--prompts", type=int, default=50, help="M: prompts averaged into the embedding")
+    p.add_argument("--steps", type=int, default=120)
+    p.add_argument("--lr", type=float, default=0.2)
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--limit", type=int, default=None, help="test items to evaluate the fit on")
+    p.add_argument("--no-eval", action="store_true", help="skip the test evaluation")
+    p.add_argument("--store", default=None, help="run store folder (default: $WORKBENCH_RUNS or the cache)")
+    p.add_argument("--device", default=None)
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=cmd_fit_site)
+
+    p = sub.add_parser("runs", help="list / show / delete / export saved runs")
+    p.add_argument("action", choices=["list", "show", "delete", "export"])
+    p.add_argument("ids", nargs="*", metavar="RUN_ID [DEST]")
+    p.add_argument("--store", default=None, help="run store folder (default: $WORKBENCH_RUNS or the cache)")
+    p.add_argument("--bundled", action="store_true", help="the runs shipped with the repo (read-only)")
+    p.add_argument("--method", default=None)
+    p.add_argument("--task", default=None)
+    p.add_argument("--model", default=None)
+    p.set_defaults(func=cmd_runs)
     return parser
 
 
