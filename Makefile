@@ -15,6 +15,7 @@ $(VENV)/.installed: requirements.txt
 	touch $@
 
 app: setup
+	@echo "Opening the Task Vector Workbench at http://localhost:8501 (Ctrl-C to stop)"
 	$(VENV)/bin/streamlit run app.py
 
 test: setup
@@ -22,6 +23,7 @@ test: setup
 
 bench: setup
 	$(PY) analyses/bench_foundation.py
+	$(PY) analyses/bench_site.py
 
 # Rebuild data/tasks/*.json from the packages that ship the data (own venv: no torch).
 data:
