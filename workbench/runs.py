@@ -52,6 +52,13 @@ class Run:
     id: str = ""
     created: str = ""
 
+    def device_for(self, model: LoadedModel | None) -> torch.device:
+        """The model's device after checking the run fits it (RunError if not); CPU without one."""
+        if model is None:
+            return torch.device("cpu")
+        self.check_fits(model)
+        return model.device
+
     def check_fits(self, model: LoadedModel) -> None:
         """Raise RunError unless this run was fitted on a model of ``model``'s shape."""
         want, have = self.model, model.signature

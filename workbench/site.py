@@ -18,7 +18,6 @@ tasks: the task-agnostic variant), each task keeping its own embedding.
 
 from __future__ import annotations
 
-import math
 import time
 from dataclasses import asdict, dataclass, field
 from typing import Callable
@@ -28,9 +27,9 @@ import pandas as pd
 import torch
 
 from workbench import inference
-from workbench.evaluation import Intervention
+from workbench.fitting import Batch, fit_parameter, first_token_ce, query_batches
 from workbench.models import LoadedModel
-from workbench.prompts import DEFAULT_TEMPLATE, answer_text, build_prompts, get_template
+from workbench.prompts import DEFAULT_TEMPLATE, build_prompts, get_template
 from workbench.tasks import Task
 
 
@@ -119,28 +118,9 @@ class SiteFit:
 class _Stream:
     """One task's zero-shot queries, cached in fixed mini-batches, with its embedding."""
 
-    embedding: torch.Tensor
-    train: list[tuple[inference.CachedPrompts, torch.Tensor]]  # (cached prompts, first-token targets)
-    valid: list[tuple[inference.CachedPrompts, torch.Tensor]]
-
-
-def _cached_batches(model, template, pairs, batch_size, rng=None):
-    order = rng.permutation(len(pairs)) if rng is not None else np.arange(len(pairs))
-    batches = []
-    for start in range(0, len(pairs), batch_size):
-        chunk = [pairs[i] for i in order[start : start + batch_size]]
-        prompts = [template.format_query(x) for x, _ in chunk]
-        targets = torch.tensor(
-            [inference.answer_first_token(model, answer_text(y)) for _, y in chunk], device=model.device
-        )
-        batches.append((inference.cache_prefixes(model, prompts), targets))
-    return batches
-
-
-def _loss(model, cached, targets, alpha, embedding) -> torch.Tensor:
-    hooks = model.heads.mix_z(alpha, embedding)
-    logits = inference.cached_last_logits(model, cached, hooks)  # (B, vocab)
-    return torch.nn.functional.cross_entropy(logits.float(), targets, reduction="sum")
+    embedding: torch.Tensor  # (L, H, d_head)
+    train: list[Batch]
+    valid: list[Batch]
 
 
 def fit_site(
@@ -160,68 +140,44 @@ def fit_site(
     streams = {}
     for task in tasks:
         splits = task.split(config.seed)
-        embedding = task_embedding(model, task, template, config.shots, config.n_prompts, config.seed)
         streams[task.name] = _Stream(
-            embedding,
-            _cached_batches(model, template, splits.train, config.batch_size, rng),
-            _cached_batches(model, template, splits.valid, 64),
+            task_embedding(model, task, template, config.shots, config.n_prompts, config.seed),
+            query_batches(model, template, splits.train, config.batch_size, rng),
+            query_batches(model, template, splits.valid, 64),
         )
     embedding_seconds = time.perf_counter() - t0
 
     shape = model.heads.shape
-    beta = torch.zeros(shape.n_layers, shape.n_heads, device=model.device, requires_grad=True)
-    optimizer = torch.optim.Adam([beta], lr=config.lr)
-    schedule = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda s: 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(s, config.steps) / config.steps))
-    )
+    beta = torch.zeros(shape.n_layers, shape.n_heads, device=model.device, requires_grad=True)  # (L, H)
+    every_batch = [(name, i) for name, s in streams.items() for i in range(len(s.train))]
 
-    def valid_loss() -> float:
-        with torch.no_grad():
-            alpha = torch.sigmoid(beta)
-            total, n = 0.0, 0
-            for stream in streams.values():
-                for cached, targets in stream.valid:
-                    total += _loss(model, cached, targets, alpha, stream.embedding).item()
-                    n += len(targets)
-            return total / n
-
-    best = (valid_loss(), 0, beta.detach().clone())
-    history = [{"step": 0, "train_loss": float("nan"), "valid_loss": best[0], "lr": config.lr}]
-    schedule_of_batches = [(name, i) for name, s in streams.items() for i in range(len(s.train))]
-    checks_without_gain = 0
-    t1 = time.perf_counter()
-    for step in range(1, config.steps + 1):
-        name, index = schedule_of_batches[rng.integers(len(schedule_of_batches))]
+    def train_loss() -> torch.Tensor:  # a random task's random mini-batch
+        name, index = every_batch[rng.integers(len(every_batch))]
         stream = streams[name]
-        cached, targets = stream.train[index]
-        loss = _loss(model, cached, targets, torch.sigmoid(beta), stream.embedding) / len(targets)
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-        schedule.step()
-        record = {"step": step, "train_loss": loss.item(), "valid_loss": float("nan"), "lr": schedule.get_last_lr()[0]}
-        if step % config.eval_every == 0 or step == config.steps:
-            record["valid_loss"] = valid_loss()
-            if record["valid_loss"] < best[0]:
-                best = (record["valid_loss"], step, beta.detach().clone())
-                checks_without_gain = 0
-            else:
-                checks_without_gain += 1
-        history.append(record)
-        if progress:
-            progress(step, config.steps, record)
-        if checks_without_gain >= config.patience:
-            break
+        batch = stream.train[index]
+        return first_token_ce(model, batch, model.heads.mix_z(torch.sigmoid(beta), stream.embedding)) / len(batch[1])
 
+    def valid_loss() -> float:  # mean over every task's valid queries
+        alpha = torch.sigmoid(beta)
+        total = sum(
+            first_token_ce(model, batch, model.heads.mix_z(alpha, s.embedding)).item()
+            for s in streams.values() for batch in s.valid
+        )
+        return total / sum(len(batch[1]) for s in streams.values() for batch in s.valid)
+
+    trace = fit_parameter(
+        beta, train_loss, valid_loss, steps=config.steps, lr=config.lr, eval_every=config.eval_every,
+        patience=config.patience, progress=progress,
+    )
     return SiteFit(
         tasks=[t.name for t in tasks],
-        beta=best[2],
+        beta=trace.best,
         embeddings={name: s.embedding for name, s in streams.items()},
         config=config,
-        history=pd.DataFrame(history),
-        best_step=best[1],
-        best_valid_loss=best[0],
-        fit_seconds=time.perf_counter() - t1 + embedding_seconds,
+        history=trace.history,
+        best_step=trace.best_step,
+        best_valid_loss=trace.best_valid_loss,
+        fit_seconds=time.perf_counter() - t0,
         embedding_seconds=embedding_seconds,
         meta={"template": template.describe()},
     )
@@ -253,11 +209,7 @@ def from_run(run, model: LoadedModel | None = None) -> SiteFit:
     """Rebuild a fit from a stored run; with ``model``, check the run fits it first."""
     if run.method != "SITE":
         raise ValueError(f"Run {run.id} is a {run.method} run, not SITE.")
-    if model is not None:
-        run.check_fits(model)
-        device = model.device
-    else:
-        device = torch.device("cpu")
+    device = run.device_for(model)
     meta = run.meta
     return SiteFit(
         tasks=list(run.tasks),

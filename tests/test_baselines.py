@@ -1,0 +1,325 @@
+"""Task Vector, Function Vector and LTV on the tiny models: the math, the cheap paths, the store."""
+
+import pytest
+import torch
+
+from workbench import function_vector as fv
+from workbench import inference, ltv
+from workbench import task_vector as tv
+from workbench.evaluation import evaluate, first_token_loss
+from workbench.models import load_model
+from workbench.prompts import get_template
+from workbench.runs import RunError, RunStore
+from workbench.site import task_embedding
+from workbench.tasks import Task
+
+ZERO_SHOT = ["Q: ab\nA:", "Q: hello\nA:", "Q: x\nA:"]
+
+
+def _task(name="toy", n=40):
+    return Task(name, [(f"w{i:02d}", f"{'abcdefg'[i % 7]}{i % 3}") for i in range(n)])
+
+
+# ----------------------------------------------------------------------------- Task Vector
+
+
+def test_task_vectors_are_the_mean_last_token_residual(tiny_llama):
+    task = _task()
+    vectors = tv.task_vectors(tiny_llama, task, "qa", shots=2, n_prompts=5, seed=0, batch_size=2)
+    shape = tiny_llama.heads.shape
+    assert vectors.shape == (shape.n_layers, shape.d_model)
+    prompts, answers = tv.train_prompts(task, "qa", shots=2, n_prompts=5, seed=0)
+    assert len(prompts) == 5 and prompts[0].count("\n\n") == 2 and all(a[1] in "012" for a in answers)
+    store = {}
+    inference.run_hooks_only(tiny_llama, prompts, tiny_llama.heads.capture_resid(store))
+    for layer in range(shape.n_layers):
+        assert torch.allclose(vectors[layer], store[layer].mean(0), atol=1e-5)
+    # The same prompts SITE's task embedding reads (so all methods share one prompt set).
+    z = {}
+    inference.run_hooks_only(tiny_llama, prompts, tiny_llama.heads.capture_z(z))
+    assert torch.allclose(task_embedding(tiny_llama, task, "qa", 2, 5, 0)[2], z[2].mean(0), atol=1e-5)
+
+
+def test_tv_substitution_reproduces_the_source_residual(tiny_model):
+    shape = tiny_model.heads.shape
+    vectors = tv.task_vectors(tiny_model, _task(), "qa", shots=2, n_prompts=4)
+    plain = inference.last_logits(tiny_model, ZERO_SHOT)
+    for layer in range(shape.n_layers):
+        store, before = {}, {}
+        intervention = tv.TaskVector(vectors[layer], layer)
+        assert intervention.name == "TV"
+        inference.run_hooks_only(
+            tiny_model,
+            ZERO_SHOT,
+            [*intervention.hooks(tiny_model), *tiny_model.heads.capture_resid(store, layers=[layer])],
+        )
+        assert torch.allclose(store[layer], vectors[layer].expand(len(ZERO_SHOT), -1), atol=1e-6)
+        # earlier tokens are not touched
+        inference.run_hooks_only(
+            tiny_model, ZERO_SHOT, tiny_model.heads.capture_resid(before, pos=-2, layers=[layer])
+        )
+        after = {}
+        inference.run_hooks_only(
+            tiny_model,
+            ZERO_SHOT,
+            [*intervention.hooks(tiny_model), *tiny_model.heads.capture_resid(after, pos=-2, layers=[layer])],
+        )
+        assert torch.allclose(before[layer], after[layer])
+    # At the last layer the vector is all the unembedding sees: every query gets the same logits.
+    last = tv.TaskVector(vectors[-1], shape.n_layers - 1)
+    patched = inference.last_logits(tiny_model, ZERO_SHOT, last.hooks(tiny_model))
+    assert torch.allclose(patched, patched[:1].expand_as(patched), atol=1e-5)
+    assert not torch.allclose(patched, plain, atol=1e-3)
+
+
+def test_the_cached_layer_sweep_equals_full_forwards(tiny_llama):
+    task = _task()
+    vectors = tv.task_vectors(tiny_llama, task, "qa", shots=2, n_prompts=4)
+    layer, curve, zero_shot = tv.choose_layer(tiny_llama, task, vectors, "qa")
+    assert list(curve["layer"]) == [0, 1, 2] and layer in (0, 1, 2)
+    assert curve["first_token_acc"].between(0, 1).all()
+    valid = task.split(0).valid
+    prompts = [get_template("qa").format_query(x) for x, _ in valid]
+    answers = [y for _, y in valid]
+    for l in range(3):
+        full = first_token_loss(
+            tiny_llama, prompts, answers, tv.TaskVector(vectors[l], l).hooks(tiny_llama)
+        ).item()
+        assert curve["loss"][l] == pytest.approx(full, abs=1e-4)
+    assert zero_shot["loss"] == pytest.approx(first_token_loss(tiny_llama, prompts, answers).item(), abs=1e-4)
+
+
+def test_best_layer_ranks_accuracy_then_loss_then_nearness():
+    import pandas as pd
+
+    curve = pd.DataFrame(
+        {"layer": [0, 1, 2, 3], "first_token_acc": [0.5, 0.8, 0.8, 0.8], "loss": [1.0, 2.0, 1.5, 1.5]}
+    )
+    assert tv.best_layer(curve) == 2
+    assert tv.best_layer(curve, prefer=3) == 3
+
+
+# ----------------------------------------------------------------------------- Function Vector
+
+
+def test_fv_with_every_head_is_the_sum_of_all_projected_means(tiny_model):
+    shape = tiny_model.heads.shape
+    torch.manual_seed(0)
+    a = torch.randn(shape.n_layers, shape.n_heads, shape.d_head)
+    effects = torch.randn(shape.n_layers, shape.n_heads)
+    all_heads = fv.function_vector(tiny_model, a, effects, shape.n_layers * shape.n_heads)
+    assert torch.allclose(all_heads, tiny_model.heads.project(a).sum((0, 1)), atol=1e-5)
+    # and k = 1 is the single head with the largest effect
+    l, h = divmod(int(effects.argmax()), shape.n_heads)
+    assert fv.top_heads(effects, 1) == [(l, h)]
+    assert torch.allclose(
+        fv.function_vector(tiny_model, a, effects, 1), a[l, h] @ tiny_model.heads.W_O[l, h], atol=1e-5
+    )
+
+
+def test_fv_is_added_to_the_residual_at_one_layer(tiny_model):
+    d_model = tiny_model.heads.shape.d_model
+    vector = torch.randn(d_model)
+    before, after = {}, {}
+    inference.run_hooks_only(tiny_model, ZERO_SHOT, tiny_model.heads.capture_resid(before, layers=[1]))
+    inference.run_hooks_only(
+        tiny_model,
+        ZERO_SHOT,
+        [*fv.FunctionVector(vector, 1).hooks(tiny_model), *tiny_model.heads.capture_resid(after, layers=[1])],
+    )
+    assert torch.allclose(after[1] - before[1], vector.expand(len(ZERO_SHOT), -1), atol=1e-5)
+
+
+def test_shuffled_prompts_keep_inputs_and_true_answers_but_move_labels():
+    task = _task()
+    prompts, answers = fv.shuffled_label_prompts(task, "qa", shots=3, n_prompts=6)
+    clean, clean_answers = tv.train_prompts(task, "qa", shots=3, n_prompts=6)
+    assert answers == clean_answers and len(prompts) == 6
+    labels = dict(task.pairs)
+    demos = [block for p in prompts for block in p.split("\n\n")[:-1]]
+    pairs = [(d.split("\n")[0][3:], d.split("\nA: ")[1]) for d in demos]
+    assert sum(labels[x] != y for x, y in pairs) > len(pairs) // 2  # most labels are someone else's
+    assert [p.split("\n\n")[-1] for p in prompts] == [c.split("\n\n")[-1] for c in clean]  # same queries
+
+
+def _silence_head(model, layer: int, head: int) -> None:
+    """Zero head (layer, head)'s block of the output projection in the model's own weights."""
+    d = model.heads.shape.d_head
+    block = model.bridge.W_O[layer, head]  # (d_head, d_model)
+    weight = model.bridge.blocks[layer].attn.o.original_component.weight
+    rows = slice(head * d, (head + 1) * d)
+    with torch.no_grad():
+        if torch.equal(weight[:, rows].T, block):  # nn.Linear: (d_model, H * d_head)
+            weight[:, rows] = 0
+        else:  # Conv1D: (H * d_head, d_model)
+            assert torch.equal(weight[rows], block)
+            weight[rows] = 0
+
+
+@pytest.mark.parametrize("name", ["tiny-llama", "tiny-gpt2"])
+def test_indirect_effect_is_zero_for_a_head_that_writes_nothing(name):
+    model = load_model(name, device="cpu")  # a private copy: its weights are edited
+    _silence_head(model, 1, 2)
+    assert model.heads.W_O[1, 2].abs().max() == 0 and model.heads.W_O[1, 1].abs().max() > 0
+    task = _task()
+    a = task_embedding(model, task, "qa", shots=2, n_prompts=4)
+    prompts, answers = fv.shuffled_label_prompts(task, "qa", shots=2, n_prompts=5)
+    effects = fv.indirect_effects(model, prompts, answers, a, batch_size=3)  # two batches
+    assert effects.shape == (3, 4)
+    assert effects[1, 2] == 0  # patching a head that writes nothing changes nothing
+    assert (effects[1, [0, 1, 3]].abs() > 1e-7).all()  # control: the layer's other heads do act
+    # the cached one-token path equals a full forward with the same patch
+    target = torch.tensor([inference.answer_first_token(model, " " + y) for y in answers])
+
+    def p(hooks):
+        return inference.last_logits(model, prompts, hooks).softmax(-1).gather(1, target[:, None])[:, 0]
+
+    full = (p(fv.patch_head(model, 1, 1, a)) - p([])).mean()
+    assert effects[1, 1] == pytest.approx(full.item(), rel=1e-3, abs=1e-8)
+
+
+def test_patch_head_replaces_only_that_head(tiny_llama):
+    shape = tiny_llama.heads.shape
+    value = torch.randn(shape.n_layers, shape.n_heads, shape.d_head)
+    before, after = {}, {}
+    inference.run_hooks_only(tiny_llama, ZERO_SHOT, tiny_llama.heads.capture_z(before))
+    hooks = fv.patch_head(tiny_llama, 1, 3, value)
+    assert len(hooks) == 1
+    inference.run_hooks_only(tiny_llama, ZERO_SHOT, [*hooks, *tiny_llama.heads.capture_z(after)])
+    assert torch.allclose(after[1][:, 3], value[1, 3].expand(len(ZERO_SHOT), -1))
+    assert torch.equal(after[1][:, :3], before[1][:, :3]) and torch.equal(after[0], before[0])
+
+
+# ----------------------------------------------------------------------------- LTV
+
+
+def test_ltv_with_theta_zero_leaves_logits_unchanged(tiny_model):
+    shape = tiny_model.heads.shape
+    a = torch.randn(shape.n_layers, shape.n_heads, shape.d_head)
+    intervention = ltv.LearnableTaskVector(torch.zeros(shape.n_layers, shape.n_heads), a)
+    assert intervention.name == "LTV"
+    plain = inference.last_logits(tiny_model, ZERO_SHOT)
+    assert torch.equal(inference.last_logits(tiny_model, ZERO_SHOT, intervention.hooks(tiny_model)), plain)
+    # while theta = 1 on one head of layer 0 adds exactly that head's projected mean there
+    theta = torch.zeros(shape.n_layers, shape.n_heads)
+    theta[0, 1] = 1.0
+    before, after = {}, {}
+    inference.run_hooks_only(tiny_model, ZERO_SHOT, tiny_model.heads.capture_resid(before, layers=[0]))
+    hooks = ltv.LearnableTaskVector(theta, a).hooks(tiny_model)
+    assert len(hooks) == shape.n_layers  # one add after every layer
+    inference.run_hooks_only(
+        tiny_model, ZERO_SHOT, [*hooks, *tiny_model.heads.capture_resid(after, layers=[0])]
+    )
+    expected = (a[0, 1] @ tiny_model.heads.W_O[0, 1]).expand(len(ZERO_SHOT), -1)
+    assert torch.allclose(after[0] - before[0], expected, atol=1e-5)
+
+
+def test_ltv_gradients_reach_only_theta(tiny_llama):
+    shape = tiny_llama.heads.shape
+    theta = torch.full((shape.n_layers, shape.n_heads), 0.01, requires_grad=True)
+    a = torch.randn(shape.n_layers, shape.n_heads, shape.d_head)
+    cached = inference.cache_prefixes(tiny_llama, ZERO_SHOT)
+    logits = inference.cached_last_logits(
+        tiny_llama, cached, ltv.LearnableTaskVector(theta, a).hooks(tiny_llama)
+    )
+    logits.logsumexp(-1).sum().backward()
+    assert theta.grad is not None and (theta.grad.abs() > 0).all()  # every layer's every head
+    assert a.grad is None
+    assert all(p.grad is None for p in tiny_llama.bridge.parameters())
+
+
+LTV_TINY = ltv.LtvConfig(
+    template="qa", shots=2, n_prompts=6, steps=12, eval_every=3, batch_size=8, lr=0.5, patience=100
+)
+
+
+def test_ltv_fit_lowers_the_valid_loss_on_a_synthetic_task(tiny_llama):
+    fit = ltv.fit_ltv(tiny_llama, _task(), LTV_TINY)
+    start = fit.history["valid_loss"].iloc[0]
+    assert fit.best_valid_loss < start - 0.05 and fit.best_step > 0
+    assert fit.theta.shape == (3, 4) and fit.theta.abs().max() > 0.1  # moved well past its init
+    # the stored best valid loss is what the fitted intervention scores on valid
+    valid = _task().split(0).valid
+    prompts = [get_template("qa").format_query(x) for x, _ in valid]
+    hooks = fit.intervention().hooks(tiny_llama)
+    assert first_token_loss(tiny_llama, prompts, [y for _, y in valid], hooks).item() == pytest.approx(
+        fit.best_valid_loss, abs=1e-4
+    )
+
+
+# ----------------------------------------------------------------------------- fits, evaluation, store
+
+
+@pytest.fixture(scope="module")
+def fits(tiny_llama):
+    task = _task()
+    return {
+        "TV": (tv, tv.fit_task_vector(tiny_llama, task, tv.TaskVectorConfig(shots=2, n_prompts=4))),
+        "FV": (
+            fv,
+            fv.fit_function_vector(
+                tiny_llama, task, fv.FunctionVectorConfig(shots=2, n_prompts=4, n_shuffled=4, top_k=3)
+            ),
+        ),
+        "LTV": (
+            ltv,
+            ltv.fit_ltv(
+                tiny_llama, task, ltv.LtvConfig(shots=2, n_prompts=4, steps=2, eval_every=1, batch_size=8)
+            ),
+        ),
+    }
+
+
+def test_fitted_baselines_plug_into_evaluate(tiny_llama, fits):
+    tv_fit, fv_fit = fits["TV"][1], fits["FV"][1]
+    assert len(tv_fit.curve) == 3 and tv_fit.layer == tv.best_layer(tv_fit.curve)
+    assert fv_fit.effects.shape == (3, 4) and len(fv_fit.heads) == 3 and len(fv_fit.sweep) == 3
+    assert torch.allclose(
+        fv_fit.vector, fv.function_vector(tiny_llama, fv_fit.activations, fv_fit.effects, 3)
+    )
+    for name, (_, fit) in fits.items():
+        frame = evaluate(
+            tiny_llama, _task(), split="valid", limit=2, intervention=fit.intervention(), max_new_tokens=2
+        )
+        assert list(frame["method"]) == [name, name]
+
+
+@pytest.mark.parametrize("method", ["TV", "FV", "LTV"])
+def test_store_round_trip(tmp_path, tiny_llama, fits, method):
+    module, fit = fits[method]
+    store = RunStore(tmp_path)
+    run_id = store.save(module.to_run(fit, tiny_llama, metrics={"test_first_token_acc": 0.5}))
+    assert list(store.list(method=method, task="toy")["id"]) == [run_id]
+    loaded = module.from_run(store.load(run_id), tiny_llama)
+    if method == "TV":
+        assert torch.equal(loaded.vectors, fit.vectors) and loaded.layer == fit.layer
+        assert loaded.curve.equals(fit.curve) and loaded.config == fit.config
+    elif method == "FV":
+        assert torch.equal(loaded.effects, fit.effects) and torch.equal(loaded.activations, fit.activations)
+        assert torch.equal(loaded.vector, fit.vector) and (loaded.top_k, loaded.layer) == (
+            fit.top_k,
+            fit.layer,
+        )
+        assert loaded.heads == fit.heads and loaded.sweep.equals(fit.sweep) and loaded.config == fit.config
+    else:
+        assert torch.equal(loaded.theta, fit.theta) and torch.equal(loaded.activations, fit.activations)
+        assert loaded.best_step == fit.best_step and loaded.config == fit.config
+    assert loaded.meta["metrics"] == {"test_first_token_acc": 0.5}
+    plain = inference.last_logits(tiny_llama, ZERO_SHOT, fit.intervention().hooks(tiny_llama))
+    assert torch.equal(
+        inference.last_logits(tiny_llama, ZERO_SHOT, loaded.intervention().hooks(tiny_llama)), plain
+    )
+    other_module, other_fit = fits[{"TV": "FV", "FV": "LTV", "LTV": "TV"}[method]]
+    other_id = store.save(other_module.to_run(other_fit, tiny_llama))
+    with pytest.raises(ValueError, match=f"not {method}"):
+        module.from_run(store.load(other_id))
+
+
+@pytest.mark.parametrize("method", ["TV", "FV", "LTV"])
+def test_loading_into_a_model_of_another_shape_raises(tmp_path, tiny_llama, fits, method):
+    module, fit = fits[method]
+    store = RunStore(tmp_path)
+    run_id = store.save(module.to_run(fit, tiny_llama))
+    gpt2 = load_model("tiny-gpt2", device="cpu")  # same layers and heads, but 4 kv heads
+    with pytest.raises(RunError, match=r"fitted on tiny-llama and does not fit tiny-gpt2: n_kv_heads 2 vs 4"):
+        module.from_run(store.load(run_id), gpt2)
