@@ -36,14 +36,16 @@ UPLOAD_LIMIT_MB = MAX_FILE_BYTES // 2**20
 
 
 def seed_from_query(
-    key: str, default: Any, cast: Callable[[str], Any] = str, valid: Container | None = None
+    key: str, default: Any, cast: Callable[[str], Any] = str, valid: Container | None = None,
+    param: str | None = None,
 ) -> None:
-    """Give the widget with ``key`` its first value from ``?key=...`` (else ``default``),
-    once per session; a value that does not cast or is not in ``valid`` falls back to default."""
+    """Give the widget with ``key`` its first value from ``?key=...`` (or ``?param=...``; else
+    ``default``), once per session; a value that does not cast or is not in ``valid`` falls
+    back to default."""
     if key in st.session_state:
         return
     value = default
-    raw = st.query_params.get(key)
+    raw = st.query_params.get(param or key)
     if raw is not None:
         try:
             value = cast(raw)
@@ -193,3 +195,53 @@ def export_buttons(
             "PNG / SVG export needs `kaleido` and a Chromium browser, and this install lacks one "
             "of them: use the HTML file, or the camera button in the chart's toolbar."
         )
+
+
+# ----------------------------------------------------------------------------- fitted runs
+
+RUN_STORES = {"bundled": "bundled_store", "user": "user_store"}  # label -> workbench.runs factory
+
+
+def run_store(label: str):
+    """The ``bundled`` (read-only, shipped in results/runs) or ``user`` run store."""
+    from workbench import runs
+
+    return getattr(runs, RUN_STORES[label])()
+
+
+def fitted_runs(method: str, model_name: str) -> pd.DataFrame:
+    """The newest single-task run of ``method`` per task for ``model_name``, from both stores
+    (a user's run wins over a bundled one of the same age): columns task, id, store, created,
+    metrics (that task's entry of the run's metrics, or {})."""
+    columns = ["task", "id", "store", "created", "metrics"]
+    frames = []
+    for label in RUN_STORES:
+        try:
+            runs = run_store(label).list(method=method, model=model_name)
+        except Exception as err:  # an unreadable store must not take the page down
+            st.warning(f"Could not read the {label} run store: {err}", icon=":material/warning:")
+            continue
+        runs = runs[runs["tasks"].map(len) == 1]
+        if runs.empty:
+            continue
+        task = runs["tasks"].map(lambda ts: ts[0])
+        metrics = [m[t] if isinstance(m.get(t), dict) else m for m, t in zip(runs["metrics"], task)]
+        columns_here = {"task": task, "id": runs["id"], "store": label, "created": runs["created"]}
+        frames.append(pd.DataFrame({**columns_here, "metrics": metrics}))
+    if not frames:
+        return pd.DataFrame(columns=columns)
+    table = pd.concat(frames, ignore_index=True).sort_values("created", kind="stable")
+    return table.drop_duplicates("task", keep="last").sort_values("task").reset_index(drop=True)
+
+
+@st.cache_resource(show_spinner=False, max_entries=256)
+def _fit_from_store(root: str, label: str, run_id: str, model_name: str, _model: LoadedModel):
+    from workbench.site import from_run
+
+    return from_run(run_store(label).load(run_id), _model)
+
+
+def site_fit(label: str, run_id: str, model: LoadedModel):
+    """A stored SITE run as a ``SiteFit`` on ``model``'s device (cached: runs never change).
+    Raises ``workbench.runs.RunError`` when the run is unreadable or fits another model shape."""
+    return _fit_from_store(str(run_store(label).root), label, run_id, model.name, model)

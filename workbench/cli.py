@@ -144,7 +144,6 @@ def cmd_fit_site(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from workbench import site
-    from workbench.evaluation import evaluate, summarize
     from workbench.grid import resolve_tasks
     from workbench.models import load_model
     from workbench.prompts import get_template
@@ -169,17 +168,9 @@ def cmd_fit_site(args: argparse.Namespace) -> int:
                 if record["valid_loss"] == record["valid_loss"]:  # not NaN
                     bar.set_postfix(valid_loss=f"{record['valid_loss']:.3f}")
 
-            fit = site.fit_site(model, group, config, progress=progress)
-        metrics = {}
-        for task in group:
-            if args.no_eval:
-                break
-            frame = evaluate(model, task, template=template, intervention=fit.intervention(task.name), limit=args.limit)
-            summary = summarize(frame).iloc[0]
-            metrics[task.name] = {"test_first_token_acc": float(summary.first_token_acc),
-                                  "test_exact_match": float(summary.exact_match), "n_test": int(summary.n)}
-        sizes = {t.name: {k: len(v) for k, v in vars(t.split(config.seed)).items()} for t in group}
-        run_id = store.save(site.to_run(fit, model, metrics=metrics, split_sizes=sizes))
+            fit, run_id, metrics = site.fit_score_save(
+                model, group, config, store, eval_limit=args.limit, score=not args.no_eval, progress=progress
+            )
         alpha = fit.alpha
         for task in group:
             rows.append({"run": run_id, "task": task.name, "best_step": fit.best_step,

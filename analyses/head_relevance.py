@@ -1,0 +1,369 @@
+"""Figures and tables for per-head maps: one value per (layer, head).
+
+Any (L, H) map works: SITE's head selection alpha (METHODS.md, "SITE"), and later a
+Function Vector's indirect effects or LTV's weights (signed: pass ``symmetric=True``).
+
+* :func:`head_map_figure`: layer x head heatmap; every cell is clickable in Streamlit
+  (``st.plotly_chart(..., on_select="rerun")``) and :func:`clicked_cell` reads the click.
+* :func:`layer_profile_figure`: per layer, the mean alpha and the number of heads above 0.5.
+* :func:`alpha_summary`: how binary alpha ended (near 0, near 1, in between).
+* :func:`head_across_tasks` / :func:`head_across_tasks_figure`: one head's value in every
+  task's map, and its rank within each map.
+* :func:`fit_history_figure`: train / valid loss of a fit by step.
+
+Plotly heatmaps emit no selection events (streamlit/streamlit#8760), so the clickable
+figures lay an invisible marker on each cell; a click selects that marker, whose
+``customdata`` names the cell.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+import plotly.graph_objects as go
+import torch
+from plotly.subplots import make_subplots
+
+SELECTED = 0.5  # a head counts as selected when alpha > 0.5
+SEQUENTIAL = "Viridis"
+DIVERGING = "RdBu_r"
+
+
+def as_map(values: torch.Tensor | np.ndarray | Sequence) -> np.ndarray:
+    """A (L, H) float64 array from a tensor (any device / dtype), array or nested list."""
+    if isinstance(values, torch.Tensor):
+        values = values.detach().float().cpu().numpy()
+    array = np.asarray(values, dtype=np.float64)
+    if array.ndim != 2:
+        raise ValueError(f"A head map is (layers, heads); got shape {array.shape}.")
+    return array
+
+
+# ----------------------------------------------------------------------------- clickable grid
+
+
+def add_click_targets(
+    fig: go.Figure, x: Sequence, y: Sequence, customdata: np.ndarray, hovertemplate: str, name: str = "cell"
+) -> None:
+    """Lay one invisible marker on each cell (x[j], y[i]) of a heatmap so that a click selects
+    it; ``customdata`` is (len(y), len(x), k). Hover comes from these markers too."""
+    xs, ys = np.meshgrid(np.arange(len(x)), np.arange(len(y)))  # (rows, columns)
+    fig.add_trace(
+        go.Scatter(
+            x=[x[j] for j in xs.ravel()],
+            y=[y[i] for i in ys.ravel()],
+            customdata=customdata.reshape(len(y) * len(x), -1).tolist(),
+            mode="markers",
+            marker=dict(symbol="square", size=12, opacity=0),
+            selected=dict(marker=dict(opacity=0)),
+            unselected=dict(marker=dict(opacity=0)),
+            hovertemplate=hovertemplate,
+            name=name,
+            showlegend=False,
+        )
+    )
+    fig.update_traces(hoverinfo="skip", hovertemplate=None, selector=dict(type="heatmap"))
+    fig.update_layout(hovermode="closest", hoverdistance=-1, clickmode="event+select")
+
+
+def clicked_cell(event) -> list | None:
+    """The ``customdata`` of the first clicked cell in a Streamlit plotly selection event
+    (``st.session_state[key]`` or the return of ``st.plotly_chart``), or None."""
+    try:
+        points = event["selection"]["points"]
+    except (KeyError, TypeError):
+        return None
+    for point in points or ():
+        data = point.get("customdata")
+        if data:
+            return list(data)
+    return None
+
+
+def _outline(fig: go.Figure, x, y, color: str = "#d62728") -> None:
+    """A box around the cell at category/index (x, y)."""
+    fig.add_shape(
+        type="rect",
+        x0=x - 0.5,
+        x1=x + 0.5,
+        y0=y - 0.5,
+        y1=y + 0.5,
+        xref="x",
+        yref="y",
+        line=dict(color=color, width=3),
+        fillcolor="rgba(0,0,0,0)",
+    )
+
+
+# ----------------------------------------------------------------------------- head maps
+
+
+def head_map_figure(
+    values: torch.Tensor | np.ndarray,
+    title: str | None = None,
+    zmin: float | None = 0.0,
+    zmax: float | None = 1.0,
+    colorscale: str | None = None,
+    *,
+    symmetric: bool = False,
+    value_label: str = "alpha",
+    selected: tuple[int, int] | None = None,
+    clickable: bool = True,
+    height: int | None = None,
+) -> go.Figure:
+    """Layer (y, layer 0 at the top) x head (x) heatmap of a (L, H) map.
+
+    ``zmin`` / ``zmax`` None: the data's range. ``symmetric``: a signed map, coloured on a
+    diverging scale centred at 0, range +-max|value| (or +-max(|zmin|, |zmax|) when a range
+    other than the default (0, 1) is given).
+    ``selected`` (layer, head) is outlined. Hover (and a click's ``customdata``) gives
+    [layer, head, value]."""
+    z = as_map(values)
+    n_layers, n_heads = z.shape
+    finite = z[np.isfinite(z)]
+    if symmetric:  # the default (0, 1) range means "from the data"
+        given = [abs(v) for v in (zmin, zmax) if v is not None] if (zmin, zmax) != (0.0, 1.0) else []
+        bound = max(given) if given else (float(np.abs(finite).max()) if finite.size else 0.0)
+        zmin, zmax = -(bound or 1.0), bound or 1.0
+        colorscale = colorscale or DIVERGING
+    else:
+        zmin = float(finite.min()) if zmin is None and finite.size else zmin
+        zmax = float(finite.max()) if zmax is None and finite.size else zmax
+        colorscale = colorscale or SEQUENTIAL
+    layers, heads = list(range(n_layers)), list(range(n_heads))
+    fig = go.Figure(
+        go.Heatmap(
+            z=z,
+            x=heads,
+            y=layers,
+            zmin=zmin,
+            zmax=zmax,
+            zmid=0.0 if symmetric else None,
+            colorscale=colorscale,
+            colorbar=dict(title=dict(text=value_label), thickness=14),
+            xgap=1,
+            ygap=1,
+            hovertemplate=f"layer %{{y}}, head %{{x}}<br>{value_label} %{{z:.3f}}<extra></extra>",
+        )
+    )
+    if clickable:
+        cells = np.stack([*np.meshgrid(layers, heads, indexing="ij"), z], axis=-1)  # (L, H, 3)
+        add_click_targets(
+            fig,
+            heads,
+            layers,
+            cells,
+            f"layer %{{customdata[0]}}, head %{{customdata[1]}}<br>{value_label} %{{customdata[2]:.3f}}"
+            "<extra></extra>",
+            name="head",
+        )
+    if selected is not None:
+        layer, head = selected
+        if 0 <= layer < n_layers and 0 <= head < n_heads:
+            _outline(fig, head, layer)
+    fig.update_layout(
+        title=title,
+        xaxis=dict(
+            title="head",
+            tickmode="linear",
+            dtick=1 if n_heads <= 32 else None,
+            range=[-0.5, n_heads - 0.5],
+            showgrid=False,
+            zeroline=False,
+        ),
+        yaxis=dict(
+            title="layer",
+            autorange=False,
+            range=[n_layers - 0.5, -0.5],
+            dtick=1 if n_layers <= 40 else None,
+            showgrid=False,
+            zeroline=False,
+        ),
+        height=height or _map_height(n_layers),
+        margin=dict(t=60 if title else 40, b=40, l=60, r=20),
+        plot_bgcolor="rgba(0,0,0,0)",
+    )
+    return fig
+
+
+def alpha_summary(alpha: torch.Tensor | np.ndarray, low: float = 0.1, high: float = 0.9) -> dict:
+    """How binary the head selection ended: fractions of heads with alpha < ``low``, > ``high``
+    and in between, the mean alpha, and the number of heads with alpha > 0.5."""
+    a = as_map(alpha)
+    n = a.size
+    below, above = float((a < low).sum()) / n, float((a > high).sum()) / n
+    return {
+        "n_heads": int(n),
+        "frac_below": below,
+        "frac_above": above,
+        "frac_between": 1.0 - below - above,
+        "frac_extreme": below + above,
+        "mean": float(a.mean()),
+        "n_selected": int((a > SELECTED).sum()),
+        "low": low,
+        "high": high,
+    }
+
+
+def _map_height(n_layers: int) -> int:
+    """Figure height for a map with ``n_layers`` rows (shared so side-by-side figures align)."""
+    return max(320, min(900, 100 + 20 * n_layers))
+
+
+def layer_profile_figure(
+    alpha: torch.Tensor | np.ndarray, title: str | None = None, height: int | None = None
+) -> go.Figure:
+    """Per layer (rows, layer 0 at the top, as in :func:`head_map_figure` so the two align side
+    by side): the mean alpha (left panel, 0 to 1) and the number of heads with alpha > 0.5
+    (right panel)."""
+    a = as_map(alpha)
+    n_layers, n_heads = a.shape
+    layers = list(range(n_layers))
+    count, mean = (a > SELECTED).sum(axis=1), a.mean(axis=1)
+    fig = make_subplots(rows=1, cols=2, shared_yaxes=True, horizontal_spacing=0.1)
+    fig.add_trace(
+        go.Bar(
+            x=mean,
+            y=layers,
+            orientation="h",
+            name="mean alpha",
+            marker_color="#4C78A8",
+            hovertemplate="layer %{y}: mean alpha %{x:.3f}<extra></extra>",
+        ),
+        row=1,
+        col=1,
+    )
+    fig.add_trace(
+        go.Bar(
+            x=count,
+            y=layers,
+            orientation="h",
+            name=f"heads with alpha > {SELECTED}",
+            marker_color="#F58518",
+            hovertemplate=f"layer %{{y}}: %{{x}} of {n_heads} heads with alpha > {SELECTED}<extra></extra>",
+        ),
+        row=1,
+        col=2,
+    )
+    fig.update_xaxes(title_text="mean alpha", range=[0, 1.0], tickvals=[0, 0.5, 1], row=1, col=1)
+    fig.update_xaxes(
+        title_text=f"heads > {SELECTED}", range=[0, n_heads], dtick=max(1, n_heads // 3), row=1, col=2
+    )
+    fig.update_yaxes(
+        autorange=False,
+        range=[n_layers - 0.5, -0.5],
+        dtick=1 if n_layers <= 40 else None,
+        title_text="layer",
+        row=1,
+        col=1,
+    )
+    fig.update_layout(
+        title=title,
+        showlegend=False,
+        bargap=0.15,
+        height=height or _map_height(n_layers),
+        margin=dict(t=40, b=40, l=60, r=20),
+    )
+    return fig
+
+
+# ----------------------------------------------------------------------------- one head, many tasks
+
+
+def head_across_tasks(maps: Mapping[str, torch.Tensor | np.ndarray], layer: int, head: int) -> pd.DataFrame:
+    """One head's value in each task's map, sorted by value: columns task, value, rank (1 = the
+    highest of the task's L*H heads; ties share the best rank), n_heads, selected (> 0.5)."""
+    rows = []
+    for task, values in maps.items():
+        a = as_map(values)
+        if not (0 <= layer < a.shape[0] and 0 <= head < a.shape[1]):
+            raise ValueError(f"Head ({layer}, {head}) is outside task {task!r}'s map of shape {a.shape}.")
+        value = a[layer, head]
+        rows.append(
+            {
+                "task": task,
+                "value": float(value),
+                "rank": int((a > value).sum()) + 1,
+                "n_heads": int(a.size),
+                "selected": bool(value > SELECTED),
+            }
+        )
+    frame = pd.DataFrame(rows, columns=["task", "value", "rank", "n_heads", "selected"])
+    return frame.sort_values(["value", "task"], ascending=[False, True], kind="stable").reset_index(drop=True)
+
+
+def head_across_tasks_figure(
+    frame: pd.DataFrame, layer: int, head: int, value_label: str = "alpha", highlight: str | None = None
+) -> go.Figure:
+    """Bars of :func:`head_across_tasks`: the head's value per task, its rank as the label;
+    ``highlight`` (a task) gets a darker bar."""
+    colors = ["#d62728" if task == highlight else "#4C78A8" for task in frame["task"]]
+    fig = go.Figure(
+        go.Bar(
+            x=frame["task"],
+            y=frame["value"],
+            marker_color=colors,
+            text=[f"#{r}" for r in frame["rank"]],
+            textposition="outside",
+            customdata=np.stack([frame["rank"], frame["n_heads"]], axis=-1) if len(frame) else None,
+            hovertemplate=f"%{{x}}<br>{value_label} %{{y:.3f}}<br>"
+            "rank %{customdata[0]} of %{customdata[1]}<extra></extra>",
+        )
+    )
+    fig.add_hline(y=SELECTED, line_dash="dot", line_color="#777")
+    top = float(frame["value"].max()) if len(frame) else 1.0
+    fig.update_layout(
+        title=f"Layer {layer}, head {head}: {value_label} in each task (label: rank in that task)",
+        yaxis=dict(
+            title=value_label,
+            range=[min(0.0, float(frame["value"].min()) if len(frame) else 0.0), max(1.0, top) * 1.12],
+        ),
+        xaxis=dict(title=None, tickangle=-40),
+        margin=dict(t=50, b=40, l=60, r=20),
+        height=380,
+    )
+    return fig
+
+
+def fit_history_figure(history: pd.DataFrame, best_step: int | None = None) -> go.Figure:
+    """Train loss per step and valid loss at each check (``SiteFit.history``)."""
+    fig = go.Figure()
+    if "train_loss" in history:
+        fig.add_trace(
+            go.Scatter(
+                x=history["step"],
+                y=history["train_loss"],
+                name="train loss (batch)",
+                mode="lines",
+                line=dict(color="#9ecae9"),
+            )
+        )
+    if "valid_loss" in history:
+        valid = history.dropna(subset=["valid_loss"])
+        fig.add_trace(
+            go.Scatter(
+                x=valid["step"],
+                y=valid["valid_loss"],
+                name="valid loss",
+                mode="lines+markers",
+                line=dict(color="#F58518"),
+            )
+        )
+    if best_step is not None:
+        fig.add_vline(
+            x=best_step,
+            line_dash="dash",
+            line_color="#555",
+            annotation_text=f"best step {best_step}",
+            annotation_position="top right",
+        )
+    fig.update_layout(
+        xaxis=dict(title="step"),
+        yaxis=dict(title="first-token cross-entropy"),
+        height=300,
+        margin=dict(t=30, b=40, l=60, r=20),
+        legend=dict(yanchor="top", y=0.98, xanchor="right", x=0.98, bgcolor="rgba(255,255,255,0.6)"),
+    )
+    return fig

@@ -1,0 +1,265 @@
+"""Head relevance: which heads SITE selects for a task (alpha[l,h]), and how one head is
+used across tasks.
+
+Runs come from the bundled store (results/runs) and the user's store, newest per task;
+a task without a run can be fitted here (saved to the user's store). Widgets ->
+``workbench.site`` -> ``analyses.head_relevance``. The view (task, layer, head) is in the URL.
+"""
+
+from __future__ import annotations
+
+import math
+
+import pandas as pd
+import streamlit as st
+
+import app_state
+from analyses.head_relevance import (
+    alpha_summary,
+    clicked_cell,
+    fit_history_figure,
+    head_across_tasks,
+    head_across_tasks_figure,
+    head_map_figure,
+    layer_profile_figure,
+)
+from workbench.prompts import TEMPLATES
+from workbench.runs import RunError
+from workbench.site import SiteConfig, fit_score_save
+from workbench.tasks import TaskFileError, catalog
+
+DEFAULTS = SiteConfig()
+EVAL_LIMIT = 100  # test queries scored after a fit (0: none)
+FITTED_KEY = "hr_just_fitted"
+
+st.title("Head relevance")
+st.caption(
+    "SITE learns one soft selection weight alpha[l, h] in [0, 1] per attention head: how much "
+    "of the head's output at the last token is replaced by the task embedding. Heads near 1 "
+    "carry the task; the paper finds most alphas end near 0 or 1."
+)
+model = app_state.current_model()
+shape = model.heads.shape
+
+# ----------------------------------------------------------------------------- task and its run
+
+runs = app_state.fitted_runs("SITE", model.name)
+fitted = dict(zip(runs["task"], runs.index))
+builtin = catalog()
+options = sorted({*builtin, *fitted})
+default_task = runs["task"].iloc[0] if len(runs) else ("antonym" if "antonym" in options else options[0])
+app_state.seed_from_query("hr_task", default_task, valid=options, param="task")
+
+
+task_col, info_col = st.columns([4, 8], gap="large")
+# Plain names: Streamlit keeps showing a keyed selectbox's old label for the current value when
+# its labels change, so the fitted state goes in the caption instead of the option labels.
+task_name = task_col.selectbox("Task", options, key="hr_task")
+task_col.caption(
+    f"SITE runs for {model.name}: {len(fitted)} of {len(options)} tasks"
+    + (f" ({', '.join(fitted)})." if 0 < len(fitted) <= 12 else ".")
+)
+app_state.share_in_url(task=task_name)
+if st.session_state.pop(FITTED_KEY, None) == task_name:
+    st.toast(f"SITE fitted on {task_name} and saved to your run store.", icon=":material/check_circle:")
+
+
+def fit_settings(expanded: bool) -> tuple[SiteConfig, int]:
+    """The fit's hyperparameters (defaults: ``SiteConfig``) and how many test queries to score."""
+    with st.expander("Fit settings", expanded=expanded):
+        cols = st.columns(4)
+        steps = cols[0].number_input("Steps", 1, 5000, DEFAULTS.steps, key="fit_steps")
+        n_prompts = cols[1].number_input(
+            "Prompts M (embedding)", 1, 1000, DEFAULTS.n_prompts, key="fit_prompts"
+        )
+        shots = cols[2].number_input("Shots k (embedding)", 0, 100, DEFAULTS.shots, key="fit_shots")
+        batch = cols[3].number_input("Batch size", 1, 512, DEFAULTS.batch_size, key="fit_batch")
+        lr = cols[0].number_input("Learning rate", 0.001, 10.0, DEFAULTS.lr, format="%.3f", key="fit_lr")
+        every = cols[1].number_input("Valid check every", 1, 1000, DEFAULTS.eval_every, key="fit_eval_every")
+        template = cols[2].selectbox(
+            "Template",
+            list(TEMPLATES),
+            index=list(TEMPLATES).index(DEFAULTS.template) if DEFAULTS.template in TEMPLATES else 0,
+            key="fit_template",
+        )
+        eval_limit = cols[3].number_input(
+            "Test queries scored after",
+            0,
+            100_000,
+            EVAL_LIMIT,
+            key="fit_eval_limit",
+            help="0: skip the evaluation (the run then has no accuracy).",
+        )
+    config = SiteConfig(
+        template=template,
+        shots=int(shots),
+        n_prompts=int(n_prompts),
+        steps=int(steps),
+        lr=float(lr),
+        batch_size=int(batch),
+        eval_every=int(every),
+    )
+    return config, int(eval_limit)
+
+
+def fit_now(name: str, config: SiteConfig, eval_limit: int) -> None:
+    """Fit SITE on one built-in task, score it, save it to the user's store, rerun."""
+    try:
+        task = app_state.get_task(name)
+    except TaskFileError as err:
+        st.error(str(err), icon=":material/error:")
+        return
+    with st.status(f"Fitting SITE on {name} ({model.name}) ...", expanded=True) as status:
+        st.write(
+            f"Task embedding: mean head outputs over {config.n_prompts} {config.shots}-shot prompts, "
+            f"then {config.steps} Adam steps on alpha."
+        )
+        bar = st.progress(0.0, text="building the task embedding and caching the queries")
+
+        def progress(step: int, total: int, record: dict) -> None:
+            valid = record["valid_loss"]
+            note = "" if math.isnan(valid) else f", valid loss {valid:.3f}"
+            bar.progress(
+                step / total, text=f"step {step} / {total}: train loss {record['train_loss']:.3f}{note}"
+            )
+
+        try:
+            if eval_limit:
+                st.write(f"Then {eval_limit} test queries are scored with the fitted injection.")
+            fit, run_id, _ = fit_score_save(
+                model, task, config, app_state.run_store("user"), eval_limit=eval_limit or None,
+                score=bool(eval_limit), progress=progress,
+            )
+        except (ValueError, RunError, OSError) as err:
+            status.update(label=f"Fitting {name} failed", state="error")
+            st.error(str(err), icon=":material/error:")
+            return
+        status.update(label=f"Fitted {name}: run {run_id}", state="complete", expanded=False)
+    st.session_state[FITTED_KEY] = name
+    st.rerun()
+
+
+if task_name not in fitted:
+    info_col.info(
+        f"No SITE run for **{task_name}** on {model.name} yet. Fit one now (saved to your run store).",
+        icon=":material/info:",
+    )
+    config, eval_limit = fit_settings(expanded=True)
+    if st.button("Fit SITE now", type="primary", icon=":material/model_training:"):
+        fit_now(task_name, config, eval_limit)
+    st.stop()
+
+run = runs.loc[fitted[task_name]]
+try:
+    fit = app_state.site_fit(run["store"], run["id"], model)
+except RunError as err:
+    st.error(str(err), icon=":material/error:")
+    st.stop()
+
+with info_col:
+    st.caption(
+        f"Run `{run['id']}` from the **{run['store']}** store, {run['created']}. "
+        f"Template {fit.meta.get('template') or fit.config.template}; embedding from {fit.config.n_prompts} "
+        f"{fit.config.shots}-shot prompts; best step {fit.best_step} of {fit.config.steps} "
+        f"(valid loss {fit.best_valid_loss:.3f}); fitted in {fit.fit_seconds:.0f} s."
+    )
+
+summary = alpha_summary(fit.alpha)
+metrics = run["metrics"] or {}
+cols = st.columns(6)
+for col, key, label in (
+    (cols[0], "test_first_token_acc", "first token"),
+    (cols[1], "test_exact_match", "exact match"),
+):
+    value = metrics.get(key)
+    col.metric(
+        label,
+        "n/a" if value is None else f"{value:.0%}",
+        help=f"Accuracy on {metrics.get('n_test', '?')} test queries: zero-shot prompt + fitted injection.",
+    )
+cols[2].metric("mean alpha", f"{summary['mean']:.2f}")
+cols[3].metric(f"alpha < {summary['low']}", f"{summary['frac_below']:.0%}")
+cols[4].metric(f"alpha > {summary['high']}", f"{summary['frac_above']:.0%}")
+cols[5].metric(
+    "heads > 0.5",
+    summary["n_selected"],
+    help=f"of {summary['n_heads']} heads; {summary['frac_between']:.0%} of all heads end between "
+    f"{summary['low']} and {summary['high']}.",
+)
+
+# ----------------------------------------------------------------------------- the map
+
+top = divmod(int(fit.alpha.argmax()), shape.n_heads)
+app_state.seed_from_query("hr_layer", top[0], int, valid=range(shape.n_layers), param="layer")
+app_state.seed_from_query("hr_head", top[1], int, valid=range(shape.n_heads), param="head")
+for key, size in (("hr_layer", shape.n_layers), ("hr_head", shape.n_heads)):
+    if not 0 <= int(st.session_state[key]) < size:  # kept from another model
+        st.session_state[key] = 0
+
+
+def _select_clicked_head() -> None:
+    cell = clicked_cell(st.session_state.get("hr_alpha_map"))
+    if cell:
+        st.session_state.hr_layer, st.session_state.hr_head = int(cell[0]), int(cell[1])
+
+
+selected = (int(st.session_state.hr_layer), int(st.session_state.hr_head))
+map_col, profile_col = st.columns([3, 2], gap="large")
+with map_col:
+    st.markdown("**alpha per head** (click a head to follow it across tasks)")
+    alpha_fig = head_map_figure(fit.alpha, selected=selected)
+    st.plotly_chart(alpha_fig, key="hr_alpha_map", on_select=_select_clicked_head, selection_mode="points")
+with profile_col:
+    st.markdown("**Per layer**")
+    profile_fig = layer_profile_figure(fit.alpha)
+    st.plotly_chart(profile_fig, key="hr_profile")
+    with st.expander("Fit history"):
+        st.plotly_chart(fit_history_figure(fit.history, fit.best_step), key="hr_history")
+
+alpha = fit.alpha.detach().float().cpu().numpy()
+alpha_table = pd.DataFrame(
+    [(lay, h, float(alpha[lay, h])) for lay in range(shape.n_layers) for h in range(shape.n_heads)],
+    columns=["layer", "head", "alpha"],
+)
+stem = f"site_alpha_{task_name}_{model.name}".replace("/", "_")
+app_state.export_buttons(stem, figure=alpha_fig, tables={"alpha": alpha_table})
+
+# ----------------------------------------------------------------------------- one head across tasks
+
+st.subheader("One head across tasks")
+left, right, _ = st.columns([1, 1, 4])
+layer = left.number_input("Layer", 0, shape.n_layers - 1, key="hr_layer")
+head = right.number_input("Head", 0, shape.n_heads - 1, key="hr_head")
+app_state.share_in_url(layer=layer, head=head)
+
+maps, unreadable = {}, []
+for _, other in runs.iterrows():
+    try:
+        maps[other["task"]] = app_state.site_fit(other["store"], other["id"], model).alpha
+    except RunError:
+        unreadable.append(other["task"])
+if unreadable:
+    st.warning(
+        f"Skipped runs that do not load on {model.name}: {', '.join(unreadable)}.", icon=":material/warning:"
+    )
+across = head_across_tasks(maps, int(layer), int(head))
+across_fig = head_across_tasks_figure(across, int(layer), int(head), highlight=task_name)
+st.plotly_chart(across_fig, key="hr_across")
+st.caption(
+    f"alpha of layer {layer}, head {head} in the {len(across)} tasks with a SITE run for {model.name}; "
+    "the label is its rank among that task's heads (#1 = the highest alpha)."
+)
+app_state.export_buttons(
+    f"site_head_L{layer}H{head}_{model.name}".replace("/", "_"),
+    figure=across_fig,
+    tables={"head across tasks": across},
+)
+
+st.divider()
+config, eval_limit = fit_settings(expanded=False)
+if st.button(
+    f"Fit SITE on {task_name} again",
+    icon=":material/model_training:",
+    help="A new run in your store; the newest run of a task is the one shown.",
+):
+    fit_now(task_name, config, eval_limit)

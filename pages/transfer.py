@@ -1,0 +1,288 @@
+"""Head transfer: do the heads SITE selects for task A also carry task B?
+
+Cell (A, B) evaluates task B zero-shot with B's embedding injected at A's heads (alpha_A),
+relative to B's own alpha; beside it, how similar the alpha maps are. Widgets ->
+``analyses.transfer`` (which calls ``workbench``) -> figures. Results stay in the session;
+a bundled matrix (results/site_transfer.csv) can be shown without computing.
+"""
+
+from __future__ import annotations
+
+import pandas as pd
+import streamlit as st
+
+import app_state
+from analyses.evaluation_figures import per_query_table
+from analyses.head_relevance import clicked_cell
+from analyses.transfer import (
+    TRANSFER_VALUES,
+    cluster_order,
+    map_similarity,
+    read_transfer_csv,
+    similarity_figure,
+    summarize_transfer,
+    transfer_cell,
+    transfer_figure,
+    transfer_per_query,
+    transfer_vs_similarity_figure,
+    with_similarity,
+)
+from workbench.models import DEFAULT_MODEL
+from workbench.runs import BUNDLED_RUNS, RunError
+from workbench.tasks import TaskFileError, catalog
+
+BUNDLED_TRANSFER = BUNDLED_RUNS.parent / "site_transfer.csv"
+DEFAULT_TASKS = 6
+RESULTS_KEY = "transfer_results"
+COMPUTED, BUNDLED = "Computed here", "Bundled matrix"
+
+st.title("Head transfer")
+st.caption(
+    "Cell (A, B): task B, zero-shot, with B's own task embedding injected at the heads selected "
+    "for task A (alpha_A). *relative* = its first-token accuracy over B's with its own alpha_B "
+    "(the diagonal). SITE's claim: heads transfer between similar tasks, not dissimilar ones."
+)
+model = app_state.current_model()
+runs = app_state.fitted_runs("SITE", model.name)
+builtin = catalog()
+runs = runs[runs["task"].isin(builtin)].reset_index(drop=True)  # evaluation needs the task's data
+run_of = {row.task: (row.store, row.id) for row in runs.itertuples()}
+
+# A bundled matrix: its rows for this model, or, without a model column, the embedded model's.
+bundled = None
+if BUNDLED_TRANSFER.is_file():
+    try:
+        bundled = read_transfer_csv(BUNDLED_TRANSFER, model=model.name)
+        if "model" not in bundled.columns and model.name != DEFAULT_MODEL:
+            bundled = None
+    except (OSError, ValueError) as err:
+        st.warning(f"Could not read the bundled transfer matrix: {err}", icon=":material/warning:")
+    if bundled is not None and bundled.empty:
+        bundled = None
+
+if len(runs) < 2 and bundled is None:
+    st.info(
+        f"The transfer matrix needs SITE runs on at least two tasks for {model.name}; "
+        f"there {'is' if len(runs) == 1 else 'are'} {len(runs)}. Fit some on the **Head relevance** page.",
+        icon=":material/info:",
+    )
+    st.stop()
+
+
+def fit_of(task: str):
+    store, run_id = run_of[task]
+    return app_state.site_fit(store, run_id, model)
+
+
+# ----------------------------------------------------------------------------- settings
+
+fitted_tasks = list(run_of)
+if "tr_tasks" not in st.session_state:
+    requested = [t for t in (st.query_params.get("tasks") or "").split(",") if t in run_of]
+    st.session_state.tr_tasks = requested or fitted_tasks[:DEFAULT_TASKS]
+app_state.seed_from_query("tr_limit", 20, int, valid=range(1, 100_001), param="limit")
+app_state.seed_from_query("tr_value", "relative", valid=TRANSFER_VALUES, param="value")
+
+source_choice = COMPUTED
+if bundled is not None:
+    source_choice = st.radio(
+        "Matrix",
+        [COMPUTED, BUNDLED],
+        horizontal=True,
+        key="tr_matrix",
+        help=f"{BUNDLED}: precomputed from the bundled runs ({BUNDLED_TRANSFER.name}); nothing is evaluated.",
+    )
+
+if source_choice == COMPUTED:
+    tasks_col, limit_col, button_col = st.columns([6, 2, 3], vertical_alignment="bottom")
+    chosen = tasks_col.multiselect(
+        "Tasks (with a SITE run)",
+        fitted_tasks,
+        key="tr_tasks",
+        help="Every ordered pair is one cell: n tasks cost n x n evaluations.",
+    )
+    limit = limit_col.number_input("Test queries per cell", 1, 100_000, key="tr_limit")
+    app_state.share_in_url(tasks=",".join(chosen) or None, limit=limit)
+    settings = {
+        "model": model.name,
+        "tasks": list(chosen),
+        "limit": int(limit),
+        "runs": [run_of[t][1] for t in chosen],
+    }
+    compute = button_col.button(
+        "Compute transfer matrix",
+        type="primary",
+        icon=":material/play_arrow:",
+        disabled=len(chosen) < 2,
+        help=None if len(chosen) >= 2 else "Pick two tasks or more.",
+    )
+    if compute:
+        try:
+            tasks = [app_state.get_task(t) for t in chosen]
+            fits = {t: fit_of(t) for t in chosen}
+        except (TaskFileError, RunError) as err:
+            st.error(str(err), icon=":material/error:")
+            st.stop()
+        with st.status(
+            f"Transfer matrix: {len(chosen)} x {len(chosen)} cells, {limit} queries each ...", expanded=True
+        ) as status:
+            bar = st.progress(0.0, text="first cell")
+
+            def progress(done: int, total: int, source: str, target: str) -> None:
+                bar.progress(done / total, text=f"{done} / {total} cells: alpha of {source} -> {target}")
+
+            try:
+                per_query = transfer_per_query(model, tasks, fits, limit=int(limit), progress=progress)
+            except (ValueError, KeyError) as err:
+                status.update(label="Transfer matrix failed", state="error")
+                st.error(str(err), icon=":material/error:")
+                st.stop()
+            status.update(
+                label=f"Transfer matrix done: {len(chosen) ** 2} cells", state="complete", expanded=False
+            )
+        st.session_state[RESULTS_KEY] = {
+            "settings": settings,
+            "per_query": per_query,
+            "matrix": summarize_transfer(per_query),
+        }
+    stored = st.session_state.get(RESULTS_KEY)
+    if stored is None:
+        st.stop()
+    if stored["settings"] != settings:
+        st.info(
+            "The tasks or the limit changed since this matrix was computed: press **Compute** to update.",
+            icon=":material/info:",
+        )
+    matrix, per_query, used = stored["matrix"], stored["per_query"], stored["settings"]
+    note = f"{model.name}; {used['limit']} test queries per cell; computed in this session."
+else:
+    matrix, per_query = bundled, None
+    limits = sorted(bundled["limit"].dropna().unique()) if "limit" in bundled.columns else []
+    note = f"{model.name}; bundled matrix {BUNDLED_TRANSFER.name}" + (
+        f", {', '.join(str(int(v)) for v in limits)} test queries per cell." if limits else "."
+    )
+
+# ----------------------------------------------------------------------------- matrix and similarity
+
+names = list(dict.fromkeys([*matrix["source"], *matrix["target"]]))
+maps = {}
+for name in names:
+    if name in run_of:
+        try:
+            maps[name] = fit_of(name).alpha
+        except RunError:
+            pass
+cosine, jaccard = map_similarity(maps) if len(maps) >= 2 else (None, None)
+order = cluster_order(cosine) if cosine is not None else names
+order = [n for n in order if n in names] + [n for n in names if n not in order]
+matrix = with_similarity(matrix, maps) if maps else matrix
+
+value = st.radio(
+    "Value", list(TRANSFER_VALUES), format_func=TRANSFER_VALUES.get, horizontal=True, key="tr_value"
+)
+app_state.share_in_url(value=value)
+if "tr_source" not in st.session_state or st.session_state.tr_source not in names:
+    st.session_state.tr_source = names[0]
+if "tr_target" not in st.session_state or st.session_state.tr_target not in names:
+    st.session_state.tr_target = names[min(1, len(names) - 1)]
+
+
+def _select_clicked_cell() -> None:
+    cell = clicked_cell(st.session_state.get("tr_matrix_chart"))
+    if cell:
+        st.session_state.tr_source, st.session_state.tr_target = cell[0], cell[1]
+
+
+matrix_col, similarity_col = st.columns([1, 1], gap="large")
+with matrix_col:
+    st.markdown("**Transfer** (click a cell for its queries)")
+    fig = transfer_figure(
+        matrix, value=value, order=order, selected=(st.session_state.tr_source, st.session_state.tr_target)
+    )
+    st.plotly_chart(fig, key="tr_matrix_chart", on_select=_select_clicked_cell, selection_mode="points")
+    st.caption(note + " Rows and columns in clustered order of alpha similarity (cosine).")
+    app_state.export_buttons(
+        f"site_transfer_{value}_{model.name}".replace("/", "_"),
+        figure=fig,
+        tables={"Transfer matrix": matrix},
+    )
+with similarity_col:
+    if cosine is None:
+        st.info("The alpha maps of these tasks are not available for this model: no similarity.")
+    else:
+        kind = st.radio(
+            "Similarity of alpha maps",
+            ["cosine", "Jaccard (heads > 0.5)"],
+            horizontal=True,
+            key="tr_similarity",
+        )
+        sim = cosine if kind == "cosine" else jaccard
+        sim_fig = similarity_figure(sim, order=order, value_label=kind.split()[0])
+        st.plotly_chart(sim_fig, key="tr_similarity_chart")
+        app_state.export_buttons(
+            f"site_alpha_{kind.split()[0].lower()}_{model.name}".replace("/", "_"),
+            figure=sim_fig,
+            tables={"Similarity": sim.reset_index(names="task")},
+        )
+
+if "alpha_jaccard" in matrix.columns and matrix["alpha_jaccard"].notna().any():
+    with st.expander("Transfer against alpha similarity"):
+        similarity = st.radio(
+            "x axis", ["alpha_jaccard", "alpha_cosine"], horizontal=True, key="tr_scatter_x"
+        )
+        st.plotly_chart(
+            transfer_vs_similarity_figure(matrix, value=value, similarity=similarity), key="tr_scatter"
+        )
+
+# ----------------------------------------------------------------------------- one cell
+
+st.subheader("One cell, per query")
+left, right, _ = st.columns([2, 2, 3])
+source = left.selectbox("Source A (alpha)", names, key="tr_source")
+target = right.selectbox("Target B (task, embedding)", names, key="tr_target")
+row = matrix[(matrix["source"] == source) & (matrix["target"] == target)]
+if not row.empty:
+    r = row.iloc[0]
+    cols = st.columns(4)
+    cols[0].metric("first-token acc", f"{r['first_token_acc']:.0%}")
+    if "exact_match" in r:
+        cols[1].metric("exact match", f"{r['exact_match']:.0%}")
+    if "own_first_token_acc" in r and r["own_first_token_acc"] == r["own_first_token_acc"]:
+        cols[2].metric("own alpha (first token)", f"{r['own_first_token_acc']:.0%}")
+    if "relative" in r:
+        cols[3].metric("relative", "n/a" if r["relative"] != r["relative"] else f"{r['relative']:.2f}")
+
+cell_rows = None
+if per_query is not None:
+    cell_rows = per_query[(per_query["task"] == target) & per_query["source"].isin([source, target])]
+else:
+    cache = st.session_state.setdefault("tr_bundled_cells", {})
+    if (source, target) in cache:
+        cell_rows = cache[(source, target)]
+    elif source in run_of and target in run_of:
+        limit = int(matrix["limit"].max()) if "limit" in matrix.columns else 20
+        if st.button(f"Evaluate this cell's queries ({limit} per alpha)", icon=":material/play_arrow:"):
+            with st.spinner(f"Evaluating {target} with the alpha of {source} and with its own ..."):
+                task = app_state.get_task(target)
+                frames = [
+                    transfer_cell(model, task, fit_of(a), fit_of(target), limit=limit, source=a)
+                    for a in dict.fromkeys([target, source])
+                ]
+                cell_rows = cache[(source, target)] = pd.concat(frames, ignore_index=True)
+    else:
+        st.info("This cell's runs are not in the run stores: its queries cannot be evaluated here.")
+
+if cell_rows is not None and not cell_rows.empty:
+    own_last = cell_rows.sort_values("source", key=lambda s: s == target, kind="stable")
+    table = per_query_table(
+        own_last.assign(method=own_last["source"].map(lambda a: "own alpha" if a == target else f"alpha {a}"))
+    )
+    st.dataframe(table, hide_index=True)
+    st.caption(
+        f"Task {target}: each query with {target}'s embedding at the heads of {source}"
+        + (" and at its own heads." if source != target else ".")
+    )
+    app_state.export_buttons(
+        f"site_transfer_cell_{source}_{target}".replace("/", "_"),
+        tables={"Cell queries": cell_rows.drop(columns=["prompt"], errors="ignore")},
+    )
