@@ -27,8 +27,23 @@ def test_embedded_model_loads_from_its_cache(embedded_model):
 
 def test_ten_shot_icl_beats_zero_shot_on_country_capital(embedded_model):
     task = load_task("country_capital")
-    frames = [evaluate(embedded_model, task, shots=k, limit=30) for k in (0, 10)]
+    frames = [evaluate(embedded_model, task, shots=k, limit=30, template="arrow") for k in (0, 10)]
     table = summarize(__import__("pandas").concat(frames)).set_index("shots")
     assert table.loc[10, "n"] == min(30, len(task.split(0).test))
     assert table.loc[10, "first_token_acc"] >= table.loc[0, "first_token_acc"] + 0.2
     assert table.loc[10, "exact_match"] >= 0.2
+
+
+def test_bundled_site_run_injects_the_task_into_zero_shot_queries(embedded_model):
+    from workbench.runs import bundled_store
+    from workbench.site import from_run
+
+    run = bundled_store().latest("SITE", "antonym", embedded_model.name)
+    assert run is not None, "results/runs has no SITE run for antonym"
+    fit = from_run(run, embedded_model)
+    task = load_task("antonym")
+    frames = [evaluate(embedded_model, task, limit=40, template=fit.config.template, intervention=i)
+              for i in (None, fit.intervention("antonym"))]
+    table = summarize(__import__("pandas").concat(frames)).set_index("method")
+    assert table.loc["zero-shot", "first_token_acc"] <= 0.1
+    assert table.loc["SITE", "first_token_acc"] >= 0.4
