@@ -108,3 +108,33 @@ class Timer:
 
     def __exit__(self, *exc) -> None:
         self.seconds = time.perf_counter() - self.start
+
+
+# ----------------------------------------------------------------------------- runs
+
+_TRACE_FIELDS = ("best_step", "best_valid_loss", "fit_seconds", "embedding_seconds")
+
+
+def trace_meta(fit, metrics: dict | None = None, split_sizes: dict | None = None) -> dict:
+    """Run metadata of a fitted method (SiteFit, LtvFit): config, template, fit trace, metrics."""
+    return {
+        "config": fit.config.as_dict(),
+        "template": fit.meta.get("template", ""),
+        **{name: getattr(fit, name) for name in _TRACE_FIELDS},
+        "history": fit.history.to_dict(orient="list"),
+        "split_sizes": split_sizes or {},
+        "metrics": metrics or {},
+    }
+
+
+def trace_fields(run) -> dict:
+    """The fit-trace keyword arguments of a fit rebuilt from a stored run (inverse of trace_meta)."""
+    meta = run.meta
+    return {
+        "history": pd.DataFrame(meta.get("history", {})),
+        "best_step": int(meta.get("best_step", 0)),
+        "best_valid_loss": float(meta.get("best_valid_loss", float("nan"))),
+        "fit_seconds": float(meta.get("fit_seconds", 0.0)),
+        "embedding_seconds": float(meta.get("embedding_seconds", 0.0)),
+        "meta": {"template": meta.get("template", ""), "run_id": run.id, "metrics": meta.get("metrics", {})},
+    }

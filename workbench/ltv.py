@@ -24,7 +24,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from workbench.fitting import first_token_ce, fit_parameter, query_batches
+from workbench.fitting import first_token_ce, fit_parameter, query_batches, trace_fields, trace_meta
 from workbench.heads import Hook
 from workbench.models import LoadedModel
 from workbench.prompts import DEFAULT_TEMPLATE, get_template
@@ -158,18 +158,8 @@ def to_run(fit: LtvFit, model: LoadedModel, metrics: dict | None = None, split_s
     """A :class:`workbench.runs.Run` ("LTV"): theta and the head activations."""
     from workbench.runs import Run
 
-    meta = {
-        "config": fit.config.as_dict(),
-        "template": fit.meta.get("template", ""),
-        "best_step": fit.best_step,
-        "best_valid_loss": fit.best_valid_loss,
-        "fit_seconds": fit.fit_seconds,
-        "embedding_seconds": fit.embedding_seconds,
-        "history": fit.history.to_dict(orient="list"),
-        "split_sizes": split_sizes or {},
-        "metrics": metrics or {},
-    }
-    return Run("LTV", model.signature, [fit.task], {"theta": fit.theta, "activations": fit.activations}, meta)
+    tensors = {"theta": fit.theta, "activations": fit.activations}
+    return Run("LTV", model.signature, [fit.task], tensors, trace_meta(fit, metrics, split_sizes))
 
 
 def from_run(run, model: LoadedModel | None = None) -> LtvFit:
@@ -177,16 +167,10 @@ def from_run(run, model: LoadedModel | None = None) -> LtvFit:
     if run.method != "LTV":
         raise ValueError(f"Run {run.id} is a {run.method} run, not LTV.")
     device = run.device_for(model)
-    meta = run.meta
     return LtvFit(
         task=run.tasks[0],
         theta=run.tensors["theta"].to(device),
         activations=run.tensors["activations"].to(device),
-        config=LtvConfig(**meta.get("config", {})),
-        history=pd.DataFrame(meta.get("history", {})),
-        best_step=int(meta.get("best_step", 0)),
-        best_valid_loss=float(meta.get("best_valid_loss", float("nan"))),
-        fit_seconds=float(meta.get("fit_seconds", 0.0)),
-        embedding_seconds=float(meta.get("embedding_seconds", 0.0)),
-        meta={"template": meta.get("template", ""), "run_id": run.id, "metrics": meta.get("metrics", {})},
+        config=LtvConfig(**run.meta.get("config", {})),
+        **trace_fields(run),
     )

@@ -27,7 +27,7 @@ import pandas as pd
 import torch
 
 from workbench import inference
-from workbench.fitting import Batch, fit_parameter, first_token_ce, query_batches
+from workbench.fitting import Batch, first_token_ce, fit_parameter, query_batches, trace_fields, trace_meta
 from workbench.models import LoadedModel
 from workbench.prompts import DEFAULT_TEMPLATE, build_prompts, get_template
 from workbench.tasks import Task
@@ -191,18 +191,7 @@ def to_run(fit: SiteFit, model: LoadedModel, metrics: dict | None = None, split_
     from workbench.runs import Run
 
     tensors = {"beta": fit.beta, **{f"embedding.{t}": e for t, e in fit.embeddings.items()}}
-    meta = {
-        "config": fit.config.as_dict(),
-        "template": fit.meta.get("template", ""),
-        "best_step": fit.best_step,
-        "best_valid_loss": fit.best_valid_loss,
-        "fit_seconds": fit.fit_seconds,
-        "embedding_seconds": fit.embedding_seconds,
-        "history": fit.history.to_dict(orient="list"),
-        "split_sizes": split_sizes or {},
-        "metrics": metrics or {},
-    }
-    return Run("SITE", model.signature, fit.tasks, tensors, meta)
+    return Run("SITE", model.signature, fit.tasks, tensors, trace_meta(fit, metrics, split_sizes))
 
 
 def from_run(run, model: LoadedModel | None = None) -> SiteFit:
@@ -210,18 +199,12 @@ def from_run(run, model: LoadedModel | None = None) -> SiteFit:
     if run.method != "SITE":
         raise ValueError(f"Run {run.id} is a {run.method} run, not SITE.")
     device = run.device_for(model)
-    meta = run.meta
     return SiteFit(
         tasks=list(run.tasks),
         beta=run.tensors["beta"].to(device),
         embeddings={t: run.tensors[f"embedding.{t}"].to(device) for t in run.tasks},
-        config=SiteConfig(**meta.get("config", {})),
-        history=pd.DataFrame(meta.get("history", {})),
-        best_step=int(meta.get("best_step", 0)),
-        best_valid_loss=float(meta.get("best_valid_loss", float("nan"))),
-        fit_seconds=float(meta.get("fit_seconds", 0.0)),
-        embedding_seconds=float(meta.get("embedding_seconds", 0.0)),
-        meta={"template": meta.get("template", ""), "run_id": run.id, "metrics": meta.get("metrics", {})},
+        config=SiteConfig(**run.meta.get("config", {})),
+        **trace_fields(run),
     )
 
 
