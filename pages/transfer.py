@@ -85,6 +85,9 @@ app_state.seed_from_query("tr_value", "relative", valid=TRANSFER_VALUES, param="
 
 source_choice = COMPUTED
 if bundled is not None:
+    # A fresh machine has nothing computed yet: show the bundled matrix first.
+    if "tr_matrix" not in st.session_state and RESULTS_KEY not in st.session_state:
+        st.session_state.tr_matrix = BUNDLED
     source_choice = st.radio(
         "Matrix",
         [COMPUTED, BUNDLED],
