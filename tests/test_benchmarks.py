@@ -1,0 +1,32 @@
+"""The benchmark scripts run end to end (on a tiny model) and write their tables."""
+
+import importlib.util
+from pathlib import Path
+
+import pandas as pd
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _script(name):
+    spec = importlib.util.spec_from_file_location(name, ROOT / "analyses" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_site_benchmark_writes_one_row_per_task_and_a_mean(tmp_path, capsys):
+    _script("bench_site").main(["--model", "tiny-llama", "--tasks", "antonym", "uppercase", "--limit", "4",
+                                "--steps", "2", "--no-save", "--out", str(tmp_path)])
+    table = pd.read_csv(tmp_path / "site_tiny-llama_qa.csv")
+    assert list(table["task"]) == ["antonym", "uppercase", "MEAN"]
+    assert (table["n_test"].iloc[:2] == 4).all() and (table["fit_s"] > 0).all()
+    assert "| antonym" in capsys.readouterr().out
+
+
+def test_methods_benchmark_covers_every_method(tmp_path):
+    _script("bench_methods").main(["--model", "tiny-llama", "--tasks", "antonym", "--limit", "3",
+                                   "--methods", "TV", "LTV", "--out", str(tmp_path)])
+    table = pd.read_csv(tmp_path / "methods_tiny-llama_qa.csv")
+    assert list(table["method"]) == ["zero-shot", "10-shot ICL", "TV", "LTV"]
+    assert table.loc[table.method == "LTV", "fit_s"].iloc[0] > 0
