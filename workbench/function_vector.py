@@ -30,9 +30,9 @@ import torch
 from workbench import inference
 from workbench.heads import Hook
 from workbench.models import LoadedModel
-from workbench.prompts import DEFAULT_TEMPLATE, answer_text, get_template
+from workbench.prompts import DEFAULT_TEMPLATE, answer_text, get_template, train_prompts
 from workbench.site import task_embedding
-from workbench.task_vector import best_layer, layer_sweep, train_prompts
+from workbench.task_vector import best_layer, layer_sweep
 from workbench.tasks import Task
 
 StageProgress = Callable[[str, int, int], None]  # (stage, done, total)

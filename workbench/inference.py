@@ -54,6 +54,22 @@ def run_hooks_only(model: LoadedModel, prompts: list[str], hooks: list[Hook]) ->
         last_logits(model, prompts, hooks)
 
 
+@torch.no_grad()
+def mean_last_token(model: LoadedModel, prompts: list[str], capture, batch_size: int = 16) -> torch.Tensor:
+    """Mean over prompts of a per-layer activation at the last token, stacked over layers.
+
+    ``capture`` is a :class:`workbench.heads.HeadAccess` reader (``capture_z`` ->
+    (L, H, d_head), ``capture_resid`` -> (L, d_model)).
+    """
+    total = None
+    for start in range(0, len(prompts), batch_size):
+        store: dict[int, torch.Tensor] = {}
+        run_hooks_only(model, prompts[start : start + batch_size], capture(store))
+        summed = torch.stack([store[layer].sum(0) for layer in sorted(store)]).float()  # (L, ...)
+        total = summed if total is None else total + summed
+    return total / len(prompts)
+
+
 @dataclass
 class Generation:
     first_logits: torch.Tensor  # (B, vocab) at the last prompt token

@@ -29,7 +29,7 @@ import torch
 from workbench import inference
 from workbench.fitting import Batch, first_token_ce, fit_parameter, query_batches, trace_fields, trace_meta
 from workbench.models import LoadedModel
-from workbench.prompts import DEFAULT_TEMPLATE, build_prompts, get_template
+from workbench.prompts import DEFAULT_TEMPLATE, get_template, train_prompts
 from workbench.tasks import Task
 
 
@@ -58,18 +58,8 @@ def task_embedding(
     batch_size: int = 16,
 ) -> torch.Tensor:
     """t[l,h] = mean of z[l,h] at the last token of M k-shot train prompts: (L, H, d_head)."""
-    template = get_template(template)
-    train = task.split(seed).train
-    rng = np.random.default_rng(seed)
-    queries = [train[i][0] for i in rng.choice(len(train), size=min(n_prompts, len(train)), replace=False)]
-    prompts = build_prompts(template, queries, train, shots, seed=seed + 1)
-    shape = model.heads.shape
-    total = torch.zeros(shape.n_layers, shape.n_heads, shape.d_head, device=model.device)
-    for start in range(0, len(prompts), batch_size):
-        store: dict[int, torch.Tensor] = {}
-        inference.run_hooks_only(model, prompts[start : start + batch_size], model.heads.capture_z(store))
-        total += torch.stack([store[l].sum(0) for l in range(shape.n_layers)])  # (L, H, d_head)
-    return total / len(prompts)
+    prompts, _ = train_prompts(task, template, shots, n_prompts, seed)
+    return inference.mean_last_token(model, prompts, model.heads.capture_z, batch_size)  # (L, H, d_head)
 
 
 # ----------------------------------------------------------------------------- step 3

@@ -22,7 +22,6 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 
-import numpy as np
 import pandas as pd
 import torch
 
@@ -30,7 +29,7 @@ from workbench import inference
 from workbench.fitting import query_batches
 from workbench.heads import Hook
 from workbench.models import LoadedModel
-from workbench.prompts import DEFAULT_TEMPLATE, PromptTemplate, build_prompts, get_template
+from workbench.prompts import DEFAULT_TEMPLATE, get_template, train_prompts
 from workbench.tasks import Task
 
 Progress = Callable[[int, int], None]
@@ -51,31 +50,6 @@ class TaskVectorConfig:
 # ----------------------------------------------------------------------------- step 1
 
 
-def train_prompts(
-    task: Task,
-    template: str | PromptTemplate | None = None,
-    shots: int = 10,
-    n_prompts: int = 50,
-    seed: int = 0,
-    demo_pool: list[tuple[str, str]] | None = None,
-) -> tuple[list[str], list[str]]:
-    """M k-shot prompts on train queries, and their answers.
-
-    The same queries and demonstrations as :func:`workbench.site.task_embedding` for the
-    same arguments, so TV, FV, LTV and SITE read one set of prompts. ``demo_pool``
-    replaces the train pairs as the source of demonstrations (e.g. shuffled labels).
-    """
-    template = get_template(template)
-    train = task.split(seed).train
-    rng = np.random.default_rng(seed)
-    picks = rng.choice(len(train), size=min(n_prompts, len(train)), replace=False)
-    queries = [train[i][0] for i in picks]
-    prompts = build_prompts(
-        template, queries, train if demo_pool is None else demo_pool, shots, seed=seed + 1
-    )
-    return prompts, [train[i][1] for i in picks]
-
-
 @torch.no_grad()
 def task_vectors(
     model: LoadedModel,
@@ -88,13 +62,7 @@ def task_vectors(
 ) -> torch.Tensor:
     """tv[l] = mean residual after layer l at the last token of M k-shot prompts: (L, d_model)."""
     prompts, _ = train_prompts(task, template, shots, n_prompts, seed)
-    shape = model.heads.shape
-    total = torch.zeros(shape.n_layers, shape.d_model, device=model.device)
-    for start in range(0, len(prompts), batch_size):
-        store: dict[int, torch.Tensor] = {}
-        inference.run_hooks_only(model, prompts[start : start + batch_size], model.heads.capture_resid(store))
-        total += torch.stack([store[l].sum(0) for l in range(shape.n_layers)]).float()  # (L, d_model)
-    return total / len(prompts)
+    return inference.mean_last_token(model, prompts, model.heads.capture_resid, batch_size)  # (L, d_model)
 
 
 # ----------------------------------------------------------------------------- step 2
