@@ -2,11 +2,14 @@
 
     python analyses/bench_methods.py --tasks antonym country_capital present_past
     python analyses/bench_methods.py --store results/runs      # also save the TV / FV / LTV fits
+    python analyses/bench_methods.py --resume                  # go on after an interruption
 
 Each method is fitted on the task's train split (SITE is taken from the bundled run when
 one exists, else fitted), then every method is evaluated on the same test queries, in
 one run: first-token accuracy, exact match, fit time, time per query, prompt tokens and
-peak memory. Prints markdown and writes CSVs to analyses/results/.
+peak memory. A bundled SITE run is not refitted: its fit time is the one recorded in the
+run (note "bundled"). Prints markdown and writes CSVs to analyses/results/; the CSVs are
+rewritten after every task, so ``--resume`` skips the tasks already done.
 """
 
 from __future__ import annotations
@@ -40,7 +43,8 @@ FITTED = {
 def site_fit(model, task, template: str):
     run = bundled_store().latest("SITE", task.name, model.name)
     if run is not None and run.meta.get("config", {}).get("template") == template:
-        return site.from_run(run, model), 0.0, 0.0, "bundled"
+        meta = run.meta
+        return site.from_run(run, model), meta.get("fit_seconds", float("nan")), meta.get("fit_peak_mib", float("nan")), "bundled"
     with Measure(model.device) as m:
         fit = site.fit_site(model, task, site.SiteConfig(template=template))
     return fit, m.seconds, m.peak_mib, "fitted"
@@ -86,21 +90,26 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--limit", type=int, default=None, help="test items per task (default: all)")
     parser.add_argument("--store", default=None, help="save the TV / FV / LTV fits into this run store")
     parser.add_argument("--out", type=Path, default=ROOT / "analyses" / "results")
+    parser.add_argument("--resume", action="store_true", help="keep the tasks already in the output CSVs")
     args = parser.parse_args(argv)
 
     model = load_model(args.model)
     store = RunStore(args.store) if args.store else None
     print(f"model {model.name} on {model.device}; template {get_template(args.template).describe()}\n", flush=True)
-    rows, frames = [], []
-    for name in tqdm(args.tasks or list_tasks(), desc="methods benchmark", unit="task"):
-        task_rows, per_query = bench_task(model, load_task(name), args.template, args.shots, args.limit, args.methods, store)
-        rows.extend(task_rows)
-        frames.append(per_query)
-    table = pd.DataFrame(rows)
     args.out.mkdir(parents=True, exist_ok=True)
     stem = f"methods_{args.model.replace('/', '--')}_{args.template}"
-    table.to_csv(args.out / f"{stem}.csv", index=False)
-    pd.concat(frames).drop(columns=["prompt"]).to_csv(args.out / f"{stem}_per_query.csv", index=False)
+    paths = args.out / f"{stem}.csv", args.out / f"{stem}_per_query.csv"
+    table, per_query = pd.DataFrame(), pd.DataFrame()
+    if args.resume and all(path.exists() for path in paths):
+        table, per_query = pd.read_csv(paths[0]), pd.read_csv(paths[1])
+    done = set(table.get("task", []))
+    for name in tqdm([t for t in args.tasks or list_tasks() if t not in done], desc="methods benchmark", unit="task"):
+        task_rows, frame = bench_task(model, load_task(name), args.template, args.shots, args.limit, args.methods, store)
+        table = pd.concat([table, pd.DataFrame(task_rows)], ignore_index=True)
+        per_query = pd.concat([per_query, frame.drop(columns=["prompt"])], ignore_index=True)
+        for frame_, path in zip((table, per_query), paths):  # after every task, atomically
+            frame_.to_csv(path.with_suffix(".tmp"), index=False)
+            path.with_suffix(".tmp").replace(path)
     order = list(dict.fromkeys(table["method"]))
     for value in ("first", "exact"):
         wide = table.pivot(index="task", columns="method", values=value)[order]
