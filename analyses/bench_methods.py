@@ -24,60 +24,53 @@ sys.path.insert(0, str(ROOT))
 import pandas as pd  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
-from workbench import function_vector, ltv, site, task_vector  # noqa: E402
-from workbench.evaluation import evaluate, majority_baseline, summarize  # noqa: E402
+from workbench import site  # noqa: E402
+from workbench.evaluation import majority_baseline  # noqa: E402
 from workbench.measure import Measure  # noqa: E402
+from workbench.methods import METHODS, compare_methods  # noqa: E402
 from workbench.models import DEFAULT_MODEL, load_model  # noqa: E402
 from workbench.prompts import DEFAULT_TEMPLATE, get_template  # noqa: E402
 from workbench.runs import RunStore, bundled_store  # noqa: E402
 from workbench.tasks import list_tasks, load_task  # noqa: E402
 
-# method -> (module, fit function, config class); each fit has .intervention() for its task
-FITTED = {
-    "TV": (task_vector, task_vector.fit_task_vector, task_vector.TaskVectorConfig),
-    "FV": (function_vector, function_vector.fit_function_vector, function_vector.FunctionVectorConfig),
-    "LTV": (ltv, ltv.fit_ltv, ltv.LtvConfig),
-}
-
 
 def site_fit(model, task, template: str):
+    """SITE from the bundled run when one exists (fit time: the one recorded in it), else fitted."""
     run = bundled_store().latest("SITE", task.name, model.name)
     if run is not None and run.meta.get("config", {}).get("template") == template:
         meta = run.meta
-        return site.from_run(run, model), meta.get("fit_seconds", float("nan")), meta.get("fit_peak_mib", float("nan")), "bundled"
+        return site.from_run(run, model), meta.get("fit_seconds", float("nan")), float("nan"), "bundled"
     with Measure(model.device) as m:
         fit = site.fit_site(model, task, site.SiteConfig(template=template))
     return fit, m.seconds, m.peak_mib, "fitted"
 
 
 def bench_task(model, task, template: str, shots: int, limit: int | None, methods: list[str], store):
-    rows, frames = [], []
-
-    def run(method: str, fit_s: float = float("nan"), fit_mib: float = float("nan"), note: str = "", **kwargs):
-        with Measure(model.device) as m:
-            frame = evaluate(model, task, template=template, limit=limit, method=method, **kwargs)
-        frames.append(frame)
-        s = summarize(frame).iloc[0]
-        rows.append({"task": task.name, "method": method, "first": s.first_token_acc, "exact": s.exact_match,
-                     "fit_s": fit_s, "s_per_query": s.seconds_per_query, "tokens": s.prompt_tokens,
-                     "fit_peak_mib": fit_mib, "eval_peak_mib": m.peak_mib, "note": note})
-
-    run("zero-shot", shots=0)
-    run(f"{shots}-shot ICL", shots=shots)
-    for method in methods:
-        if method == "SITE":
-            fit, fit_s, fit_mib, note = site_fit(model, task, template)
-            run("SITE", fit_s, fit_mib, note, intervention=fit.intervention(task.name))
-            continue
-        module, fit_fn, config_cls = FITTED[method]
-        with Measure(model.device) as m:
-            fit = fit_fn(model, task, config_cls(template=template))
-        run(method, m.seconds, m.peak_mib, intervention=fit.intervention())
-        if store is not None:
-            store.save(module.to_run(fit, model, metrics={task.name: rows[-1]}))
-    for row in rows:
-        row["majority"] = majority_baseline(task, limit=limit)
-    return rows, pd.concat(frames, ignore_index=True)
+    """Fit every method on the task (timed), then evaluate all of them on the same queries."""
+    fits, fitting = {}, {}
+    for name in methods:
+        if name == "SITE":
+            fits[name], seconds, peak, note = site_fit(model, task, template)
+        else:
+            method = METHODS[name]
+            with Measure(model.device) as m:
+                fits[name] = method.fit(model, task, method.config(template=template))
+            seconds, peak, note = m.seconds, m.peak_mib, ""
+        fitting[name] = {"fit_s": seconds, "fit_peak_mib": peak, "note": note}
+    per_query, summary = compare_methods(model, task, fits, template=template, shots=shots, limit=limit)
+    rows = [
+        {"task": task.name, "method": s.method, "first": s.first_token_acc, "exact": s.exact_match,
+         "fit_s": float("nan"), "s_per_query": s.seconds_per_query, "tokens": s.prompt_tokens,
+         "n": s.n, "fit_peak_mib": float("nan"), "eval_peak_mib": s.eval_peak_mib, "note": "",
+         **fitting.get(s.method, {}), "majority": majority_baseline(task, limit=limit)}
+        for s in summary.itertuples()
+    ]
+    for name, fit in fits.items():
+        if store is not None and name != "SITE":
+            row = next(r for r in rows if r["method"] == name)
+            scores = {"test_first_token_acc": row["first"], "test_exact_match": row["exact"], "n_test": row["n"]}
+            store.save(METHODS[name].module.to_run(fit, model, metrics={task.name: {**scores, **row}}))
+    return rows, per_query
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -140,21 +140,28 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_fit_site(args: argparse.Namespace) -> int:
+def cmd_fit(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from workbench import site
     from workbench.grid import resolve_tasks
+    from workbench.methods import fit_score_save, get_method, read_progress
     from workbench.models import load_model
     from workbench.prompts import get_template
     from workbench.runs import RunStore, user_store
 
+    method = get_method(args.method)
     template = get_template(args.template)
     tasks = resolve_tasks(args.task)
-    config = site.SiteConfig(
-        template=args.template, shots=args.shots, n_prompts=args.prompts, steps=args.steps, lr=args.lr,
-        batch_size=args.batch_size, seed=args.seed,
-    )
+    if args.agnostic and method.name != "SITE":
+        raise ValueError("--agnostic is for SITE only: the other methods are fitted per task.")
+    given = {"template": args.template, "shots": args.shots, "n_prompts": args.prompts, "steps": args.steps,
+             "lr": args.lr, "batch_size": args.batch_size, "seed": args.seed, "top_k": args.top_k,
+             "layer": args.layer}
+    fields = set(method.config.__dataclass_fields__)
+    ignored = sorted(k for k, v in given.items() if v is not None and k not in fields)
+    if ignored:
+        raise ValueError(f"{method.name} has no setting {', '.join(ignored)} (its settings: {', '.join(sorted(fields))}).")
+    config = method.config(**{k: v for k, v in given.items() if v is not None})
     store = RunStore(args.store) if args.store else user_store()
     print(f"loading model {args.model} ...", file=sys.stderr, flush=True)
     model = load_model(args.model, device=args.device)
@@ -162,22 +169,29 @@ def cmd_fit_site(args: argparse.Namespace) -> int:
     rows = []
     for group in groups:
         label = "+".join(t.name for t in group) if len(group) <= 3 else f"{len(group)} tasks"
-        with tqdm(total=config.steps, unit="step", file=sys.stderr, disable=args.no_progress, desc=f"SITE {label}") as bar:
-            def progress(step: int, _total: int, record: dict) -> None:
-                bar.update(step - bar.n)
-                if record["valid_loss"] == record["valid_loss"]:  # not NaN
-                    bar.set_postfix(valid_loss=f"{record['valid_loss']:.3f}")
+        with tqdm(unit="step", file=sys.stderr, disable=args.no_progress, desc=f"{method.name} {label}") as bar:
+            def progress(*report) -> None:
+                stage, done, total = read_progress(*report)
+                if stage:
+                    bar.set_description(f"{method.name} {label}: {stage}")
+                bar.total = total
+                bar.update(done - bar.n)
 
-            fit, run_id, metrics = site.fit_score_save(
-                model, group, config, store, eval_limit=args.limit, score=not args.no_eval, progress=progress
+            fit, run_id, metrics = fit_score_save(
+                model, group, method.name, config, store, eval_limit=args.limit, score=not args.no_eval,
+                progress=progress,
             )
-        alpha = fit.alpha
         for task in group:
-            rows.append({"run": run_id, "task": task.name, "best_step": fit.best_step,
-                         "valid_loss": round(fit.best_valid_loss, 4), "fit_s": round(fit.fit_seconds, 1),
-                         "alpha_extreme": round(float(((alpha < 0.1) | (alpha > 0.9)).float().mean()), 3),
-                         **metrics.get(task.name, {})})
-    print(f"model {model.name}; template {template.describe()}; store {store.root}")
+            row = {"run": run_id, "task": task.name, "fit_s": round(fit.fit_seconds, 1)}
+            if method.name in ("SITE", "LTV"):
+                row.update(best_step=fit.best_step, valid_loss=round(fit.best_valid_loss, 4))
+            if method.name in ("TV", "FV"):
+                row["layer"] = fit.layer
+            if method.name == "SITE":
+                alpha = fit.alpha
+                row["alpha_extreme"] = round(float(((alpha < 0.1) | (alpha > 0.9)).float().mean()), 3)
+            rows.append({**row, **metrics.get(task.name, {})})
+    print(f"model {model.name}; method {method.name}; template {template.describe()}; store {store.root}")
     print(_render(pd.DataFrame(rows), "table"), end="")
     return 0
 
@@ -316,23 +330,30 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_eval)
 
-    p = sub.add_parser("fit-site", help="fit SITE soft injection per task (or one task-agnostic alpha), save runs")
+    p = sub.add_parser(
+        "fit", aliases=["fit-site"],
+        help="fit a method (SITE, TV, FV, LTV) per task, score it on the test split, save runs "
+        "(fit-site: --method SITE)",
+    )
+    p.add_argument("--method", type=str.upper, default="SITE", choices=["SITE", "TV", "FV", "LTV"])
     p.add_argument("--model", default="smollm2-135m-instruct")
     p.add_argument("--task", action="extend", nargs="+", required=True, metavar="NAME_OR_PATH")
-    p.add_argument("--agnostic", action="store_true", help="one alpha shared by all the given tasks")
+    p.add_argument("--agnostic", action="store_true", help="SITE: one alpha shared by all the given tasks")
     p.add_argument("--template", default=DEFAULT_TEMPLATE)
-    p.add_argument("--shots", type=int, default=10, help="k of the prompts that build the embedding")
-    p.add_argument("--prompts", type=int, default=50, help="M: prompts averaged into the embedding")
-    p.add_argument("--steps", type=int, default=120)
-    p.add_argument("--lr", type=float, default=0.2)
-    p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--shots", type=int, default=None, help="k of the prompts that build the vectors (default 10)")
+    p.add_argument("--prompts", type=int, default=None, help="M: prompts averaged (default 50)")
+    p.add_argument("--steps", type=int, default=None, help="SITE / LTV: optimiser steps (default 120)")
+    p.add_argument("--lr", type=float, default=None, help="SITE / LTV: learning rate (default 0.2 / 0.05)")
+    p.add_argument("--batch-size", type=int, default=None)
+    p.add_argument("--top-k", type=int, default=None, help="FV: heads summed into the vector (default 10)")
+    p.add_argument("--layer", type=int, default=None, help="FV: fixed layer (default: best on valid)")
+    p.add_argument("--seed", type=int, default=None)
     p.add_argument("--limit", type=int, default=None, help="test items to evaluate the fit on")
     p.add_argument("--no-eval", action="store_true", help="skip the test evaluation")
     p.add_argument("--store", default=None, help="run store folder (default: $WORKBENCH_RUNS or the cache)")
     p.add_argument("--device", default=None)
     p.add_argument("--no-progress", action="store_true")
-    p.set_defaults(func=cmd_fit_site)
+    p.set_defaults(func=cmd_fit)
 
     p = sub.add_parser("runs", help="list / show / delete / export saved runs")
     p.add_argument("action", choices=["list", "show", "delete", "export"])

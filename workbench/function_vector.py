@@ -131,15 +131,20 @@ def top_heads(effects: torch.Tensor, k: int) -> list[tuple[int, int]]:
     return [(i // n_heads, i % n_heads) for i in flat]
 
 
+def top_k_mask(effects: torch.Tensor, k: int) -> torch.Tensor:
+    """(L, H) bool: True at the k heads of :func:`top_heads`."""
+    selected = torch.zeros(effects.shape, dtype=torch.bool, device=effects.device)
+    for layer, head in top_heads(effects, k):
+        selected[layer, head] = True
+    return selected
+
+
 def function_vector(
     model: LoadedModel, activations: torch.Tensor, effects: torch.Tensor, top_k: int
 ) -> torch.Tensor:
     """FV = sum over the top-k heads of W_O[l,h] a[l,h]: (d_model,)."""
     projected = model.heads.project(activations.to(model.device))  # (L, H, d_model)
-    selected = torch.zeros(effects.shape, dtype=torch.bool, device=projected.device)
-    for layer, head in top_heads(effects, top_k):
-        selected[layer, head] = True
-    return projected[selected].sum(0)
+    return projected[top_k_mask(effects, top_k).to(projected.device)].sum(0)
 
 
 # ----------------------------------------------------------------------------- step 4

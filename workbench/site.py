@@ -196,33 +196,3 @@ def from_run(run, model: LoadedModel | None = None) -> SiteFit:
         config=SiteConfig(**run.meta.get("config", {})),
         **trace_fields(run),
     )
-
-
-def fit_score_save(
-    model: LoadedModel,
-    tasks: Task | list[Task],
-    config: SiteConfig,
-    store,
-    *,
-    eval_limit: int | None = None,
-    score: bool = True,
-    progress: Callable[[int, int, dict], None] | None = None,
-) -> tuple[SiteFit, str, dict]:
-    """Fit, score each task's test split with its injection, save to ``store``.
-
-    Returns (fit, run id, metrics by task); the metrics are also stored with the run.
-    """
-    from workbench.evaluation import evaluate, summarize
-
-    tasks = [tasks] if isinstance(tasks, Task) else list(tasks)
-    fit = fit_site(model, tasks, config, progress=progress)
-    metrics = {}
-    for task in tasks if score else []:
-        frame = evaluate(model, task, template=config.template, intervention=fit.intervention(task.name),
-                         limit=eval_limit, seed=config.seed)
-        row = summarize(frame).iloc[0]
-        metrics[task.name] = {"test_first_token_acc": float(row.first_token_acc),
-                              "test_exact_match": float(row.exact_match), "n_test": int(row.n)}
-    sizes = {t.name: {k: len(v) for k, v in vars(t.split(config.seed)).items()} for t in tasks}
-    run_id = store.save(to_run(fit, model, metrics=metrics, split_sizes=sizes))
-    return fit, run_id, metrics
