@@ -15,6 +15,7 @@ st.set_page_config(page_title="Task Vector Workbench", page_icon=":material/hub:
 page = st.navigation(
     [
         st.Page("pages/evaluate.py", title="Evaluate", icon=":material/fact_check:", default=True),
+        st.Page("pages/compare.py", title="Compare methods", icon=":material/leaderboard:"),
         st.Page("pages/head_relevance.py", title="Head relevance", icon=":material/grid_on:"),
         st.Page("pages/transfer.py", title="Head transfer", icon=":material/swap_horiz:"),
     ]

@@ -236,12 +236,38 @@ def fitted_runs(method: str, model_name: str) -> pd.DataFrame:
 
 @st.cache_resource(show_spinner=False, max_entries=256)
 def _fit_from_store(root: str, label: str, run_id: str, model_name: str, _model: LoadedModel):
-    from workbench.site import from_run
+    from workbench.methods import load_fit
 
-    return from_run(run_store(label).load(run_id), _model)
+    return load_fit(run_store(label).load(run_id), _model)
+
+
+def stored_fit(label: str, run_id: str, model: LoadedModel):
+    """A stored run of any method as its fit object on ``model``'s device (cached: runs never
+    change). Raises ``workbench.runs.RunError`` when the run is unreadable or fits another
+    model shape."""
+    return _fit_from_store(str(run_store(label).root), label, run_id, model.name, model)
 
 
 def site_fit(label: str, run_id: str, model: LoadedModel):
-    """A stored SITE run as a ``SiteFit`` on ``model``'s device (cached: runs never change).
-    Raises ``workbench.runs.RunError`` when the run is unreadable or fits another model shape."""
-    return _fit_from_store(str(run_store(label).root), label, run_id, model.name, model)
+    """A stored SITE run as a ``SiteFit`` (see :func:`stored_fit`)."""
+    return stored_fit(label, run_id, model)
+
+
+def task_fits(task: str, model: LoadedModel, methods) -> tuple[dict, dict, list[str]]:
+    """The newest stored fit of each of ``methods`` for one task: (method -> fit,
+    method -> its row of :func:`fitted_runs`, methods whose run does not load, with why)."""
+    from workbench.runs import RunError
+
+    fits, rows, problems = {}, {}, []
+    for method in methods:
+        runs = fitted_runs(method, model.name)
+        runs = runs[runs["task"] == task]
+        if runs.empty:
+            continue
+        row = runs.iloc[0]
+        try:
+            fits[method] = stored_fit(row["store"], row["id"], model)
+            rows[method] = row
+        except RunError as err:
+            problems.append(f"{method}: {err}")
+    return fits, rows, problems

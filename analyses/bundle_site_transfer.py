@@ -1,11 +1,14 @@
-"""Bundle a SITE transfer matrix computed from the bundled runs (results/runs), so the
-app's transfer page shows one on a fresh machine.
+"""Bundle a transfer matrix computed from the bundled runs (results/runs), so the app's
+transfer page shows one on a fresh machine.
 
     python analyses/bundle_site_transfer.py                 # default task set, 20 queries per cell
-    python analyses/bundle_site_transfer.py --tasks antonym synonym --limit 40
+    python analyses/bundle_site_transfer.py --tasks antonym synonym --limit 40 --top-k-maps
 
+Sources: every task's SITE alpha, and (``--top-k-maps``, default SITE FV LTV) the top-k
+heads of each task's SITE / FV / LTV map, all injected SITE-style into every target task.
 Writes results/site_transfer.csv (long format of analyses.transfer.transfer_matrix, with
-model, limit and the alpha-map similarities) and prints the matrix.
+model, limit and the alpha-map similarities), prints the SITE matrix and the mean transfer
+per source head map.
 """
 
 from __future__ import annotations
@@ -21,8 +24,14 @@ sys.path.insert(0, str(ROOT))
 
 from tqdm import tqdm  # noqa: E402
 
-from analyses.transfer import transfer_matrix, with_similarity  # noqa: E402
-from workbench import site  # noqa: E402
+from analyses.transfer import (  # noqa: E402
+    head_selection,
+    method_transfer_summary,
+    summarize_transfer,
+    transfer_per_query,
+    with_similarity,
+)
+from workbench.methods import load_fit  # noqa: E402
 from workbench.models import DEFAULT_MODEL, load_model  # noqa: E402
 from workbench.runs import BUNDLED_RUNS, bundled_store  # noqa: E402
 from workbench.tasks import load_task  # noqa: E402
@@ -36,28 +45,43 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--model", default=DEFAULT_MODEL)
     parser.add_argument("--tasks", nargs="+", default=TASKS)
     parser.add_argument("--limit", type=int, default=20, help="test queries per cell")
+    parser.add_argument("--top-k-maps", nargs="*", default=["SITE", "FV", "LTV"], choices=["SITE", "FV", "LTV"],
+                        help="methods whose top-k heads are sources too (none: SITE alpha only)")
+    parser.add_argument("--top-k", type=int, default=10)
     parser.add_argument("--out", type=Path, default=BUNDLED_RUNS.parent / "site_transfer.csv")
     args = parser.parse_args(argv)
 
     model = load_model(args.model)
     store = bundled_store()
-    fits = {}
-    for name in args.tasks:
-        run = store.latest("SITE", name, model.name)
+
+    def fit_of(method: str, name: str):
+        run = store.latest(method, name, model.name)
         if run is None:
-            raise SystemExit(f"error: no bundled SITE run for {name} on {model.name}: run analyses/bench_site.py --store results/runs")
-        fits[name] = site.from_run(run, model)
+            raise SystemExit(f"error: no bundled {method} run for {name} on {model.name}: run "
+                             "analyses/bench_site.py / analyses/bench_methods.py with --store results/runs")
+        return load_fit(run, model)
+
+    fits = {name: fit_of("SITE", name) for name in args.tasks}
+    sources = [*args.tasks]
+    for method in args.top_k_maps:
+        for name in args.tasks:
+            fit = fits[name] if method == "SITE" else fit_of(method, name)
+            sources.append(head_selection(method, fit, args.top_k))
     tasks = [load_task(name) for name in args.tasks]
-    with tqdm(total=len(tasks) ** 2, desc="transfer cells", unit="cell") as bar:
-        frame = transfer_matrix(model, tasks, fits, limit=args.limit, progress=lambda done, *_: bar.update(done - bar.n))
-    frame = with_similarity(frame, {name: fit.alpha for name, fit in fits.items()})
+    with tqdm(total=len(tasks) * len(sources), desc="transfer cells", unit="cell") as bar:
+        per_query = transfer_per_query(model, tasks, fits, sources=sources, limit=args.limit,
+                                       progress=lambda done, *_: bar.update(done - bar.n))
+    frame = with_similarity(summarize_transfer(per_query), {name: fit.alpha for name, fit in fits.items()})
     frame.insert(0, "model", model.name)
     frame["limit"] = args.limit
     fd, tmp = tempfile.mkstemp(dir=args.out.parent, suffix=".csv.tmp")
     os.close(fd)
     frame.to_csv(tmp, index=False)
     os.replace(tmp, args.out)
-    print(frame.pivot(index="source", columns="target", values="relative").round(2).to_markdown())
+    plain = frame[(frame["source_method"] == "SITE") & frame["k"].isna()]
+    print(plain.pivot(index="source", columns="target", values="relative").round(2).to_markdown())
+    print("\nMean relative transfer per source head map:\n")
+    print(method_transfer_summary(frame).to_markdown(index=False, floatfmt=".2f"))
     print(f"\nwrote {len(frame)} cells to {args.out}")
 
 

@@ -1,7 +1,7 @@
 """Figures and tables for per-head maps: one value per (layer, head).
 
-Any (L, H) map works: SITE's head selection alpha (METHODS.md, "SITE"), and later a
-Function Vector's indirect effects or LTV's weights (signed: pass ``symmetric=True``).
+Any (L, H) map works: SITE's head selection alpha (METHODS.md, "SITE"), a Function
+Vector's indirect effects or LTV's weights (signed: pass ``symmetric=True``).
 
 * :func:`head_map_figure`: layer x head heatmap; every cell is clickable in Streamlit
   (``st.plotly_chart(..., on_select="rerun")``) and :func:`clicked_cell` reads the click.
@@ -10,6 +10,8 @@ Function Vector's indirect effects or LTV's weights (signed: pass ``symmetric=Tr
 * :func:`head_across_tasks` / :func:`head_across_tasks_figure`: one head's value in every
   task's map, and its rank within each map.
 * :func:`fit_history_figure`: train / valid loss of a fit by step.
+* :func:`rank_correlation`, :func:`top_k_overlap`, :func:`compare_maps`: how alike the maps
+  of several methods are (Spearman over all heads; shared top-k heads).
 
 Plotly heatmaps emit no selection events (streamlit/streamlit#8760), so the clickable
 figures lay an invisible marker on each cell; a click selects that marker, whose
@@ -19,12 +21,15 @@ figures lay an invisible marker on each cell; a click selects that marker, whose
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 import torch
 from plotly.subplots import make_subplots
+
+from workbench.function_vector import top_heads
 
 SELECTED = 0.5  # a head counts as selected when alpha > 0.5
 SEQUENTIAL = "Viridis"
@@ -365,5 +370,149 @@ def fit_history_figure(history: pd.DataFrame, best_step: int | None = None) -> g
         height=300,
         margin=dict(t=30, b=40, l=60, r=20),
         legend=dict(yanchor="top", y=0.98, xanchor="right", x=0.98, bgcolor="rgba(255,255,255,0.6)"),
+    )
+    return fig
+
+
+# ----------------------------------------------------------------------------- maps of several methods
+
+
+def _ranks(values: np.ndarray) -> np.ndarray:
+    """Ranks 1..n of a flat array, ties given their average rank."""
+    order = np.argsort(values, kind="stable")
+    ranks = np.empty(values.size, dtype=np.float64)
+    ranks[order] = np.arange(1, values.size + 1)
+    unique, inverse = np.unique(values, return_inverse=True)
+    if unique.size < values.size:  # average the ranks within each tie
+        ranks = (np.bincount(inverse, ranks) / np.bincount(inverse))[inverse]
+    return ranks
+
+
+def rank_correlation(a: torch.Tensor | np.ndarray, b: torch.Tensor | np.ndarray) -> float:
+    """Spearman's rank correlation of two (L, H) maps over all heads (NaN if one is constant)."""
+    x, y = as_map(a).ravel(), as_map(b).ravel()
+    if x.shape != y.shape:
+        raise ValueError(f"The maps have different shapes: {as_map(a).shape} vs {as_map(b).shape}.")
+    rx, ry = _ranks(x) - (x.size + 1) / 2, _ranks(y) - (y.size + 1) / 2
+    denominator = np.sqrt((rx**2).sum() * (ry**2).sum())
+    return float((rx * ry).sum() / denominator) if denominator > 0 else float("nan")
+
+
+def top_k_overlap(a: torch.Tensor | np.ndarray, b: torch.Tensor | np.ndarray, k: int) -> float:
+    """|top-k heads of a  &  top-k heads of b| / k."""
+    if k < 1:
+        raise ValueError("k must be at least 1.")
+    x, y = (torch.as_tensor(as_map(m)) for m in (a, b))
+    k = min(k, x.numel())
+    return len(set(top_heads(x, k)) & set(top_heads(y, k))) / k
+
+
+def maps_table(maps: Mapping[str, torch.Tensor | np.ndarray], value: str = "value") -> pd.DataFrame:
+    """Long table of several (L, H) maps: columns map, layer, head, ``value``."""
+    frames = []
+    for name, values in maps.items():
+        z = as_map(values)
+        layer, head = np.meshgrid(np.arange(z.shape[0]), np.arange(z.shape[1]), indexing="ij")
+        frames.append(pd.DataFrame({"map": name, "layer": layer.ravel(), "head": head.ravel(), value: z.ravel()}))
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=["map", "layer", "head", value])
+
+
+def compare_maps(maps: Mapping[str, torch.Tensor | np.ndarray], k: int = 10) -> pd.DataFrame:
+    """Every pair of maps (e.g. method -> relevance map of one task): columns a, b,
+    spearman, top_k_overlap, k, and the overlap two random head sets would have on average
+    (k / n_heads), as the chance level."""
+    names = list(maps)
+    rows = []
+    for i, a in enumerate(names):
+        for b in names[i + 1 :]:
+            n = as_map(maps[a]).size
+            rows.append(
+                {
+                    "a": a,
+                    "b": b,
+                    "spearman": rank_correlation(maps[a], maps[b]),
+                    "top_k_overlap": top_k_overlap(maps[a], maps[b], k),
+                    "k": min(k, n),
+                    "chance_overlap": min(k, n) / n,
+                }
+            )
+    return pd.DataFrame(rows, columns=["a", "b", "spearman", "top_k_overlap", "k", "chance_overlap"])
+
+
+class Panel(NamedTuple):
+    """One map of :func:`head_maps_figure`."""
+
+    values: torch.Tensor | np.ndarray  # (L, H)
+    label: str  # what a value is: "alpha", "theta", ...
+    signed: bool = False  # both signs: a diverging scale centred at 0
+    relevance: torch.Tensor | np.ndarray | None = None  # ranks the top-k heads (default: values)
+
+
+def head_maps_figure(maps: Mapping[str, Panel], top_k: int | None = None, title: str | None = None) -> go.Figure:
+    """Several (L, H) maps side by side, one panel each (name -> :class:`Panel`). Each panel has
+    its own colour range with its colour bar below it; with ``top_k``, a white dot marks each
+    panel's top-k heads by relevance."""
+    names = list(maps)
+    fig = make_subplots(rows=1, cols=max(1, len(names)), subplot_titles=names, horizontal_spacing=0.06)
+    n_layers = 1
+    for i, name in enumerate(names, start=1):
+        values, label, signed, ranking = maps[name]
+        z = as_map(values)
+        n_layers, n_heads = z.shape
+        finite = z[np.isfinite(z)]
+        bound = float(np.abs(finite).max()) if finite.size else 1.0
+        zmin, zmax = (-(bound or 1.0), bound or 1.0) if signed else (
+            (0.0, 1.0) if label == "alpha" else (float(finite.min()), float(finite.max()))
+        )
+        domain = fig.layout[f"xaxis{'' if i == 1 else i}"].domain
+        fig.add_trace(
+            go.Heatmap(
+                z=z,
+                x=list(range(n_heads)),
+                y=list(range(n_layers)),
+                zmin=zmin,
+                zmax=zmax,
+                zmid=0.0 if signed else None,
+                colorscale=DIVERGING if signed else SEQUENTIAL,
+                xgap=1,
+                ygap=1,
+                colorbar=dict(
+                    title=dict(text=label, side="top"),
+                    orientation="h",
+                    x=(domain[0] + domain[1]) / 2,
+                    xanchor="center",
+                    len=domain[1] - domain[0],
+                    y=-0.06,
+                    yanchor="top",
+                    thickness=10,
+                ),
+                hovertemplate=f"layer %{{y}}, head %{{x}}<br>{label} %{{z:.4f}}<extra>{name}</extra>",
+            ),
+            row=1,
+            col=i,
+        )
+        if top_k:
+            cells = top_heads(torch.as_tensor(as_map(z if ranking is None else ranking)), top_k)
+            fig.add_trace(
+                go.Scatter(
+                    x=[h for _, h in cells],
+                    y=[lay for lay, _ in cells],
+                    mode="markers",
+                    marker=dict(color="white", size=6, line=dict(color="black", width=1)),
+                    hovertemplate=f"top-{top_k} head: layer %{{y}}, head %{{x}}<extra>{name}</extra>",
+                    showlegend=False,
+                ),
+                row=1,
+                col=i,
+            )
+        fig.update_xaxes(title_text="head", dtick=1 if n_heads <= 16 else None, showgrid=False,
+                         zeroline=False, range=[-0.5, n_heads - 0.5], row=1, col=i)
+        fig.update_yaxes(autorange=False, range=[n_layers - 0.5, -0.5], showgrid=False, zeroline=False,
+                         title_text="layer" if i == 1 else None, row=1, col=i)
+    fig.update_layout(
+        title=title,
+        height=_map_height(n_layers) + 80,
+        margin=dict(t=70 if title else 40, b=110, l=60, r=20),
+        plot_bgcolor="rgba(0,0,0,0)",
     )
     return fig

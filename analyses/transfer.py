@@ -1,14 +1,24 @@
-"""Do SITE's selected heads transfer between tasks? (METHODS.md, "SITE", transfer matrix)
+"""Do the heads one method selects for task A also carry task B? (METHODS.md, "SITE",
+transfer matrix; across methods too.)
 
 Cell (A, B): task B evaluated zero-shot with B's own task embedding t_B injected at the
-heads chosen for task A, ``SoftInjection(alpha_A, t_B)``; the diagonal (B, B) is plain
-SITE on B. ``relative`` = first-token accuracy of (A, B) / that of (B, B).
-Next to it, how alike the two head maps are: cosine of alpha_A and alpha_B, and the
-Jaccard index of their head sets {alpha > 0.5}.
+heads selected for A, ``SoftInjection(selection_A, t_B)``. The selection comes from any
+head map (a :class:`Source`):
 
+* SITE's alpha_A as it is (the source label is the task name, as in the paper);
+* the top-k heads of a map as a 0/1 selection: SITE alpha, the FV indirect effect or
+  LTV's |theta| (label ``"A · FV top-10"``), so the heads of one method can be tried with
+  another method's injection, on its own task or on another.
+
+The diagonal (B, B) is plain SITE on B, every cell's reference: ``relative`` = first-token
+accuracy of (A, B) / that of (B, B). Next to it, how alike the two head maps are: cosine
+of alpha_A and alpha_B, and the Jaccard index of their head sets {alpha > 0.5}.
+
+* :func:`head_selection`: a :class:`Source` from a method's fit;
 * :func:`transfer_cell`: one cell's per-query outcomes (``workbench.evaluation`` rows).
 * :func:`transfer_per_query` -> :func:`summarize_transfer` = :func:`transfer_matrix`:
-  the long table, one row per (source, target).
+  the long table, one row per (source, target); :func:`method_transfer_summary` averages
+  it per source method, same task against other tasks.
 * :func:`map_similarity`, :func:`cluster_order`: similarity of maps, and an order that
   puts similar tasks next to each other (average-linkage clustering in numpy).
 * :func:`transfer_figure`, :func:`similarity_figure`, :func:`transfer_vs_similarity_figure`.
@@ -17,6 +27,7 @@ Jaccard index of their head sets {alpha > 0.5}.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
+from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -25,6 +36,8 @@ import torch
 
 from analyses.head_relevance import SELECTED, _outline, add_click_targets, as_map
 from workbench.evaluation import evaluate
+from workbench.function_vector import top_k_mask
+from workbench.methods import get_method, relevance
 from workbench.models import LoadedModel
 from workbench.site import SiteFit, SoftInjection
 from workbench.tasks import Task
@@ -39,6 +52,9 @@ TRANSFER_VALUES = {
 COLUMNS = [
     "source",
     "target",
+    "source_method",
+    "source_task",
+    "k",
     "n",
     "first_token_acc",
     "exact_match",
@@ -49,13 +65,41 @@ COLUMNS = [
 ]
 
 
+class Source(NamedTuple):
+    """Where a cell's heads come from: ``selection`` (L, H) in [0, 1] from ``method``'s map
+    of ``task``; ``k`` None for SITE's alpha as it is, else the top-k heads as 0/1."""
+
+    task: str
+    method: str
+    selection: torch.Tensor
+    k: int | None = None
+
+    @property
+    def label(self) -> str:
+        return self.task if self.k is None else f"{self.task} · {self.method} top-{self.k}"
+
+
+def head_selection(method: str, fit, k: int | None = None) -> Source:
+    """A :class:`Source` from a fit of ``method`` ("SITE", "FV", "LTV"): SITE's alpha when
+    ``k`` is None, else the top-k heads of the method's relevance map, as 0/1."""
+    task = fit.task if hasattr(fit, "task") else "+".join(fit.tasks)
+    if k is None:
+        if method != "SITE":
+            raise ValueError(f"A {method} map is not a head selection: give k to take its top-k heads.")
+        return Source(task, "SITE", fit.alpha.detach())
+    if k < 1:
+        raise ValueError("k must be at least 1.")
+    values = relevance(method, get_method(method).head_map(fit))
+    return Source(task, method, top_k_mask(values, k).float(), int(k))
+
+
 # ----------------------------------------------------------------------------- evaluation
 
 
 def transfer_cell(
     model: LoadedModel,
     task_b: Task,
-    fit_a: SiteFit,
+    source_a: Source | SiteFit,
     fit_b: SiteFit,
     *,
     limit: int | None = None,
@@ -64,18 +108,21 @@ def transfer_cell(
     source: str | None = None,
     progress: Callable[[int, int], None] | None = None,
 ) -> pd.DataFrame:
-    """Per-query outcomes of task B with ``SoftInjection(alpha_A, t_B)``, prompted and split
+    """Per-query outcomes of task B with ``SoftInjection(selection_A, t_B)``, prompted and split
     as B was fitted (B's template and seed): ``evaluate`` rows (``task`` is B, ``target`` the
-    expected answer) plus a ``source`` column (A: ``source``, default the fit's task names)."""
-    source = source or "+".join(fit_a.tasks)
+    expected answer) plus columns source (``source``, default the Source's label),
+    source_method, source_task and k. A SiteFit as ``source_a`` means its alpha."""
+    if isinstance(source_a, SiteFit):
+        source_a = head_selection("SITE", source_a)
+    source = source or source_a.label
     embedding = fit_b.intervention(task_b.name).embedding  # raises a clear KeyError if B is missing
-    alpha_a = fit_a.alpha.to(embedding.device)
-    if alpha_a.shape != embedding.shape[:2]:
+    selection = source_a.selection.to(embedding.device)
+    if selection.shape != embedding.shape[:2]:
         raise ValueError(
-            f"alpha of {source} has shape {tuple(alpha_a.shape)} but {task_b.name}'s embedding "
+            f"The heads of {source} have shape {tuple(selection.shape)} but {task_b.name}'s embedding "
             f"is {tuple(embedding.shape)}: fitted on different models."
         )
-    injection = SoftInjection(alpha_a, embedding, name=f"SITE alpha {source}")
+    injection = SoftInjection(selection, embedding, name=f"SITE heads of {source}")
     frame = evaluate(
         model,
         task_b,
@@ -88,6 +135,9 @@ def transfer_cell(
         progress=progress,
     )
     frame.insert(0, "source", source)
+    frame.insert(1, "source_method", source_a.method)
+    frame.insert(2, "source_task", source_a.task)
+    frame.insert(3, "k", source_a.k)
     return frame
 
 
@@ -96,26 +146,28 @@ def transfer_per_query(
     tasks: Sequence[Task],
     fits: Mapping[str, SiteFit],
     *,
-    sources: Sequence[str] | None = None,
+    sources: Sequence[str | Source] | None = None,
     limit: int | None = None,
     split: str = "test",
     progress: CellProgress | None = None,
 ) -> pd.DataFrame:
     """Every cell's per-query outcomes, one long frame: for each target B in ``tasks``, each
-    source A in ``sources`` (default: the same tasks). The diagonal is always included, as
-    every cell's reference. ``progress`` is called after each cell."""
+    source in ``sources`` (a task name: its SITE alpha from ``fits``; or a :class:`Source`;
+    default: the tasks' own alphas). B's own alpha is always included, as every cell's
+    reference. ``progress`` is called after each cell."""
     sources = list(sources) if sources is not None else [t.name for t in tasks]
-    missing = [name for name in {*sources, *(t.name for t in tasks)} if name not in fits]
+    named = [s for s in sources if isinstance(s, str)]
+    missing = [name for name in {*named, *(t.name for t in tasks)} if name not in fits]
     if missing:
         raise KeyError(f"No SITE fit for {', '.join(sorted(missing))}.")
-    cells = [(a, task) for task in tasks for a in dict.fromkeys([task.name, *sources])]  # own alpha first
+    resolved = {s.label: s for s in (head_selection("SITE", fits[s]) if isinstance(s, str) else s for s in sources)}
+    cells = [(label, task) for task in tasks for label in dict.fromkeys([task.name, *resolved])]  # own first
     frames = []
-    for done, (a, task) in enumerate(cells, start=1):
-        frames.append(
-            transfer_cell(model, task, fits[a], fits[task.name], limit=limit, split=split, source=a)
-        )
+    for done, (label, task) in enumerate(cells, start=1):
+        source = resolved.get(label) or head_selection("SITE", fits[label])
+        frames.append(transfer_cell(model, task, source, fits[task.name], limit=limit, split=split))
         if progress:
-            progress(done, len(cells), a, task.name)
+            progress(done, len(cells), label, task.name)
     return pd.concat(frames, ignore_index=True)
 
 
@@ -129,9 +181,13 @@ def summarize_transfer(per_query: pd.DataFrame) -> pd.DataFrame:
     """The long matrix from :func:`transfer_per_query` rows (source A, task B): one row per
     (source, target), with n, first_token_acc, exact_match, the target's own (diagonal)
     accuracies and the relative ones (NaN where the own accuracy is 0 or the diagonal is missing)."""
+    per_query = _with_source_columns(per_query)
     grouped = per_query.rename(columns={"task": "target_task"}).groupby(["source", "target_task"], sort=False)
     frame = (
         grouped.agg(
+            source_method=("source_method", "first"),
+            source_task=("source_task", "first"),
+            k=("k", "first"),
             n=("exact_match", "size"),
             first_token_acc=("first_token_correct", "mean"),
             exact_match=("exact_match", "mean"),
@@ -145,6 +201,43 @@ def summarize_transfer(per_query: pd.DataFrame) -> pd.DataFrame:
     frame["relative"] = _ratio(frame["first_token_acc"], frame["own_first_token_acc"])
     frame["relative_exact_match"] = _ratio(frame["exact_match"], frame["own_exact_match"])
     return frame[COLUMNS]
+
+
+def _with_source_columns(frame: pd.DataFrame) -> pd.DataFrame:
+    """Tables from before sources had a method: source_method SITE, source_task the source."""
+    frame = frame.copy()
+    if "source_method" not in frame.columns:
+        frame["source_method"] = "SITE"
+    if "source_task" not in frame.columns:
+        frame["source_task"] = frame["source"]
+    if "k" not in frame.columns:
+        frame["k"] = np.nan
+    return frame
+
+
+def method_transfer_summary(frame: pd.DataFrame, value: str = "relative") -> pd.DataFrame:
+    """Mean ``value`` per source head map (source_method, k): on the source's own task
+    (``same_task``: task B with the heads another method found for B) and on the other tasks
+    (``other_tasks``), with the number of cells. SITE's own alpha on its own task is the
+    reference (relative 1) and is left out of ``same_task``."""
+    frame = _with_source_columns(frame)
+    frame = frame[frame[value].notna()]
+    same = frame["source_task"] == frame["target"]
+    plain = (frame["source_method"] == "SITE") & frame["k"].isna()
+    rows = []
+    for (method, k), group in frame.groupby(["source_method", frame["k"].fillna(-1)], sort=False):
+        own = same[group.index] & ~plain[group.index]
+        other = ~same[group.index]
+        rows.append(
+            {
+                "heads": "SITE alpha" if k == -1 else f"{method} top-{int(k)}",
+                "same_task": group.loc[own, value].mean() if own.any() else np.nan,
+                "n_same": int(own.sum()),
+                "other_tasks": group.loc[other, value].mean() if other.any() else np.nan,
+                "n_other": int(other.sum()),
+            }
+        )
+    return pd.DataFrame(rows, columns=["heads", "same_task", "n_same", "other_tasks", "n_other"])
 
 
 def transfer_matrix(
@@ -188,6 +281,7 @@ def read_transfer_csv(path, model: str | None = None) -> pd.DataFrame:
         raise ValueError(f"{path} is not a transfer matrix: no column {', '.join(sorted(missing))}.")
     if model is not None and "model" in frame.columns:
         frame = frame[frame["model"] == model].reset_index(drop=True)
+    frame = _with_source_columns(frame)
     own = frame[frame["source"] == frame["target"]].set_index("target")
     for metric in ("first_token_acc", "exact_match"):
         if metric not in frame.columns:
@@ -336,7 +430,7 @@ def transfer_figure(
         targets,
         sources,
         custom,
-        f"alpha of %{{customdata[0]}} -> task %{{customdata[1]}}<br>{label}: %{{customdata[2]{value_format}}}"
+        f"heads of %{{customdata[0]}} -> task %{{customdata[1]}}<br>{label}: %{{customdata[2]{value_format}}}"
         "<br>queries: %{customdata[3]}<extra></extra>",
         name="cell",
     )
@@ -348,7 +442,7 @@ def transfer_figure(
         len(targets),
         title,
         "target task B (its embedding, evaluated)",
-        "source task A (its alpha)",
+        "source A (its heads)",
     )
     return fig
 
@@ -399,7 +493,7 @@ def transfer_vs_similarity_figure(
             mode="markers",
             marker=dict(size=9, color="#4C78A8", opacity=0.8),
             customdata=np.stack([cells["source"], cells["target"]], axis=-1) if len(cells) else None,
-            hovertemplate="alpha of %{customdata[0]} -> %{customdata[1]}<br>"
+            hovertemplate="heads of %{customdata[0]} -> %{customdata[1]}<br>"
             f"{similarity.replace('_', ' ')} %{{x:.2f}}<br>{label} %{{y:.2f}}<extra></extra>",
         )
     )

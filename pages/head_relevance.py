@@ -1,5 +1,6 @@
-"""Head relevance: which heads SITE selects for a task (alpha[l,h]), and how one head is
-used across tasks.
+"""Head relevance: which heads SITE selects for a task (alpha[l,h]), how SITE's map
+compares with the FV indirect-effect and LTV weight maps of the same task, and how one
+head is used across tasks.
 
 Runs come from the bundled store (results/runs) and the user's store, newest per task;
 a task without a run can be fitted here (saved to the user's store). Widgets ->
@@ -10,22 +11,26 @@ from __future__ import annotations
 
 import math
 
-import pandas as pd
 import streamlit as st
 
 import app_state
 from analyses.head_relevance import (
+    Panel,
     alpha_summary,
     clicked_cell,
+    compare_maps,
     fit_history_figure,
     head_across_tasks,
     head_across_tasks_figure,
     head_map_figure,
+    head_maps_figure,
     layer_profile_figure,
+    maps_table,
 )
+from workbench.methods import HEAD_MAP_METHODS, METHODS, fit_score_save, relevance
 from workbench.prompts import TEMPLATES
 from workbench.runs import RunError
-from workbench.site import SiteConfig, fit_score_save
+from workbench.site import SiteConfig
 from workbench.tasks import TaskFileError, catalog
 
 DEFAULTS = SiteConfig()
@@ -127,7 +132,7 @@ def fit_now(name: str, config: SiteConfig, eval_limit: int) -> None:
             if eval_limit:
                 st.write(f"Then {eval_limit} test queries are scored with the fitted injection.")
             fit, run_id, _ = fit_score_save(
-                model, task, config, app_state.run_store("user"), eval_limit=eval_limit or None,
+                model, task, "SITE", config, app_state.run_store("user"), eval_limit=eval_limit or None,
                 score=bool(eval_limit), progress=progress,
             )
         except (ValueError, RunError, OSError) as err:
@@ -216,13 +221,61 @@ with profile_col:
     with st.expander("Fit history"):
         st.plotly_chart(fit_history_figure(fit.history, fit.best_step), key="hr_history")
 
-alpha = fit.alpha.detach().float().cpu().numpy()
-alpha_table = pd.DataFrame(
-    [(lay, h, float(alpha[lay, h])) for lay in range(shape.n_layers) for h in range(shape.n_heads)],
-    columns=["layer", "head", "alpha"],
-)
+alpha_table = maps_table({task_name: fit.alpha}, "alpha").drop(columns="map")
 stem = f"site_alpha_{task_name}_{model.name}".replace("/", "_")
 app_state.export_buttons(stem, figure=alpha_fig, tables={"alpha": alpha_table})
+
+# ----------------------------------------------------------------------------- the methods' maps
+
+st.subheader("SITE, FV and LTV maps side by side")
+fits, method_runs, problems = app_state.task_fits(task_name, model, HEAD_MAP_METHODS)
+for problem in problems:
+    st.warning(f"Skipped a run that does not load: {problem}", icon=":material/warning:")
+missing = [m for m in HEAD_MAP_METHODS if m not in fits]
+if len(fits) < 2:
+    st.info(
+        f"Comparing maps needs runs of two methods or more for **{task_name}** on {model.name}; "
+        f"missing: {', '.join(missing)}. Fit them with `python -m workbench fit --method FV "
+        f"--task {task_name}` (likewise LTV).",
+        icon=":material/info:",
+    )
+else:
+    app_state.seed_from_query("hr_top_k", 10, int, valid=range(1, shape.n_layers * shape.n_heads + 1), param="k")
+    k = st.number_input(
+        "Top-k heads", 1, shape.n_layers * shape.n_heads, key="hr_top_k",
+        help="Dots mark each map's k most relevant heads; the table compares the top-k sets.",
+    )
+    app_state.share_in_url(k=k)
+    relevant = {name: relevance(name, METHODS[name].head_map(fit)) for name, fit in fits.items()}
+    panels = {
+        f"{name}: {METHODS[name].map_label}": Panel(
+            METHODS[name].head_map(fit), METHODS[name].map_label, METHODS[name].signed, relevant[name]
+        )
+        for name, fit in fits.items()
+    }
+    maps_fig = head_maps_figure(panels, top_k=int(k))
+    st.plotly_chart(maps_fig, key="hr_method_maps")
+    agreement = compare_maps(relevant, int(k))
+    st.dataframe(
+        agreement,
+        hide_index=True,
+        column_config={
+            "spearman": st.column_config.NumberColumn("Spearman rank corr.", format="%.2f"),
+            "top_k_overlap": st.column_config.NumberColumn("top-k overlap", format="%.2f"),
+            "chance_overlap": st.column_config.NumberColumn("chance overlap", format="%.2f"),
+        },
+    )
+    st.caption(
+        "Relevance used for ranking: alpha (SITE), indirect effect (FV), |theta| (LTV). Spearman is "
+        "over all heads; top-k overlap = shared heads / k, beside the overlap of two random sets. "
+        + (f"No run for {', '.join(missing)}. " if missing else "")
+        + "Runs: " + ", ".join(f"{m} `{row['id']}` ({row['store']})" for m, row in method_runs.items()) + "."
+    )
+    app_state.export_buttons(
+        f"head_maps_{task_name}_{model.name}".replace("/", "_"),
+        figure=maps_fig,
+        tables={"relevance": maps_table(relevant, "relevance"), "agreement": agreement},
+    )
 
 # ----------------------------------------------------------------------------- one head across tasks
 

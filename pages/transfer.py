@@ -1,9 +1,11 @@
-"""Head transfer: do the heads SITE selects for task A also carry task B?
+"""Head transfer: do the heads selected for task A also carry task B, and do the heads
+another method found (FV's top heads, LTV's largest weights) carry the task as well?
 
-Cell (A, B) evaluates task B zero-shot with B's embedding injected at A's heads (alpha_A),
-relative to B's own alpha; beside it, how similar the alpha maps are. Widgets ->
-``analyses.transfer`` (which calls ``workbench``) -> figures. Results stay in the session;
-a bundled matrix (results/site_transfer.csv) can be shown without computing.
+Cell (A, B) evaluates task B zero-shot with B's embedding injected at A's heads (SITE's
+alpha_A, or the top-k heads of A's SITE / FV / LTV map), relative to B's own alpha; beside
+it, how similar the alpha maps are. Widgets -> ``analyses.transfer`` (which calls
+``workbench``) -> figures. Results stay in the session; a bundled matrix
+(results/site_transfer.csv) can be shown without computing.
 """
 
 from __future__ import annotations
@@ -17,7 +19,9 @@ from analyses.head_relevance import clicked_cell
 from analyses.transfer import (
     TRANSFER_VALUES,
     cluster_order,
+    head_selection,
     map_similarity,
+    method_transfer_summary,
     read_transfer_csv,
     similarity_figure,
     summarize_transfer,
@@ -35,12 +39,15 @@ BUNDLED_TRANSFER = BUNDLED_RUNS.parent / "site_transfer.csv"
 DEFAULT_TASKS = 6
 RESULTS_KEY = "transfer_results"
 COMPUTED, BUNDLED = "Computed here", "Bundled matrix"
+ALPHA = "SITE alpha"
+HEAD_MAPS = {ALPHA: None, "SITE top-k": "SITE", "FV top-k": "FV", "LTV top-k": "LTV"}  # label -> method
 
 st.title("Head transfer")
 st.caption(
     "Cell (A, B): task B, zero-shot, with B's own task embedding injected at the heads selected "
-    "for task A (alpha_A). *relative* = its first-token accuracy over B's with its own alpha_B "
-    "(the diagonal). SITE's claim: heads transfer between similar tasks, not dissimilar ones."
+    "for task A: SITE's alpha_A, or the top-k heads of A's SITE, FV or LTV map. *relative* = its "
+    "first-token accuracy over B's with its own alpha_B (the diagonal). SITE's claim: heads transfer "
+    "between similar tasks, not dissimilar ones."
 )
 model = app_state.current_model()
 runs = app_state.fitted_runs("SITE", model.name)
@@ -74,6 +81,17 @@ def fit_of(task: str):
     return app_state.site_fit(store, run_id, model)
 
 
+def source_of(label: str, method: str | None, task: str, k) -> object:
+    """A cell's source for ``transfer_cell``: a task's SITE fit (its alpha), or the top-k
+    heads of its stored ``method`` map. Raises RunError / KeyError when the run is missing."""
+    if method in (None, "SITE") and (k is None or k != k):  # k NaN: the alpha itself
+        return fit_of(task)
+    fits, _, problems = app_state.task_fits(task, model, [method])
+    if method not in fits:
+        raise KeyError(f"No {method} run for {task} on {model.name}" + (f" ({problems[0]})" if problems else "") + ".")
+    return head_selection(method, fits[method], int(k))
+
+
 # ----------------------------------------------------------------------------- settings
 
 fitted_tasks = list(run_of)
@@ -105,12 +123,24 @@ if source_choice == COMPUTED:
         help="Every ordered pair is one cell: n tasks cost n x n evaluations.",
     )
     limit = limit_col.number_input("Test queries per cell", 1, 100_000, key="tr_limit")
+    maps_col, k_col, _ = st.columns([6, 2, 3], vertical_alignment="bottom")
+    head_maps = maps_col.multiselect(
+        "Heads of each source task",
+        list(HEAD_MAPS),
+        default=[ALPHA],
+        key="tr_maps",
+        help="SITE alpha: the fitted alpha as it is. 'X top-k': the k most relevant heads of method X's "
+        "map (SITE alpha, FV indirect effect, LTV |theta|) as a 0/1 selection. Each adds a row per task.",
+    )
+    top_k = k_col.number_input("k", 1, 10_000, 10, key="tr_top_k")
     app_state.share_in_url(tasks=",".join(chosen) or None, limit=limit)
     settings = {
         "model": model.name,
         "tasks": list(chosen),
         "limit": int(limit),
         "runs": [run_of[t][1] for t in chosen],
+        "maps": list(head_maps),
+        "k": int(top_k),
     }
     compute = button_col.button(
         "Compute transfer matrix",
@@ -123,26 +153,32 @@ if source_choice == COMPUTED:
         try:
             tasks = [app_state.get_task(t) for t in chosen]
             fits = {t: fit_of(t) for t in chosen}
-        except (TaskFileError, RunError) as err:
-            st.error(str(err), icon=":material/error:")
+            sources = [
+                t if HEAD_MAPS[m] is None else source_of("", HEAD_MAPS[m], t, int(top_k))
+                for m in head_maps or [ALPHA]
+                for t in chosen
+            ]
+        except (TaskFileError, RunError, KeyError) as err:
+            st.error(str(err).strip("'\""), icon=":material/error:")
             st.stop()
+        n_cells = len(chosen) * len({*chosen, *(s if isinstance(s, str) else s.label for s in sources)})
         with st.status(
-            f"Transfer matrix: {len(chosen)} x {len(chosen)} cells, {limit} queries each ...", expanded=True
+            f"Transfer matrix: {n_cells} cells, {limit} queries each ...", expanded=True
         ) as status:
             bar = st.progress(0.0, text="first cell")
 
             def progress(done: int, total: int, source: str, target: str) -> None:
-                bar.progress(done / total, text=f"{done} / {total} cells: alpha of {source} -> {target}")
+                bar.progress(done / total, text=f"{done} / {total} cells: heads of {source} -> {target}")
 
             try:
-                per_query = transfer_per_query(model, tasks, fits, limit=int(limit), progress=progress)
+                per_query = transfer_per_query(
+                    model, tasks, fits, sources=sources, limit=int(limit), progress=progress
+                )
             except (ValueError, KeyError) as err:
                 status.update(label="Transfer matrix failed", state="error")
                 st.error(str(err), icon=":material/error:")
                 st.stop()
-            status.update(
-                label=f"Transfer matrix done: {len(chosen) ** 2} cells", state="complete", expanded=False
-            )
+            status.update(label=f"Transfer matrix done: {n_cells} cells", state="complete", expanded=False)
         st.session_state[RESULTS_KEY] = {
             "settings": settings,
             "per_query": per_query,
@@ -167,6 +203,27 @@ else:
 
 # ----------------------------------------------------------------------------- matrix and similarity
 
+kinds = matrix.apply(lambda r: ALPHA if r["k"] != r["k"] else f"{r['source_method']} top-{int(r['k'])}", axis=1)
+if kinds.nunique() > 1:
+    with st.expander("Across methods: mean transfer per source head map", expanded=True):
+        st.dataframe(
+            method_transfer_summary(matrix),
+            hide_index=True,
+            column_config={
+                "same_task": st.column_config.NumberColumn("own task (relative)", format="%.2f"),
+                "other_tasks": st.column_config.NumberColumn("other tasks (relative)", format="%.2f"),
+            },
+        )
+        st.caption(
+            "Own task: task B with the heads another method found for B itself, relative to SITE's "
+            "own alpha_B. Other tasks: heads of A on task B. 1 = as good as B's own alpha."
+        )
+    shown = st.multiselect(
+        "Sources shown in the matrix", sorted(kinds.unique(), key=lambda x: (x != ALPHA, x)),
+        default=[ALPHA] if ALPHA in set(kinds) else None, key="tr_shown",
+    )
+    matrix = matrix[kinds.isin(shown) | (matrix["source"] == matrix["target"])].reset_index(drop=True)
+
 names = list(dict.fromkeys([*matrix["source"], *matrix["target"]]))
 maps = {}
 for name in names:
@@ -178,16 +235,24 @@ for name in names:
 cosine, jaccard = map_similarity(maps) if len(maps) >= 2 else (None, None)
 order = cluster_order(cosine) if cosine is not None else names
 order = [n for n in order if n in names] + [n for n in names if n not in order]
+position = {name: i for i, name in enumerate(order)}
+labelled = matrix.drop_duplicates("source")
+labelled = labelled[~labelled["source"].isin(position)]  # top-k sources: by method, then task order
+method_of = dict(zip(labelled["source"], labelled["source_method"].astype(str)))
+task_of = dict(zip(labelled["source"], labelled["source_task"]))
+order += sorted(method_of, key=lambda label: (method_of[label], position.get(task_of[label], len(position))))
+sources_list = list(dict.fromkeys(matrix["source"]))
+targets_list = list(dict.fromkeys(matrix["target"]))
 matrix = with_similarity(matrix, maps) if maps else matrix
 
 value = st.radio(
     "Value", list(TRANSFER_VALUES), format_func=TRANSFER_VALUES.get, horizontal=True, key="tr_value"
 )
 app_state.share_in_url(value=value)
-if "tr_source" not in st.session_state or st.session_state.tr_source not in names:
-    st.session_state.tr_source = names[0]
-if "tr_target" not in st.session_state or st.session_state.tr_target not in names:
-    st.session_state.tr_target = names[min(1, len(names) - 1)]
+if "tr_source" not in st.session_state or st.session_state.tr_source not in sources_list:
+    st.session_state.tr_source = sources_list[0]
+if "tr_target" not in st.session_state or st.session_state.tr_target not in targets_list:
+    st.session_state.tr_target = targets_list[min(1, len(targets_list) - 1)]
 
 
 def _select_clicked_cell() -> None:
@@ -241,8 +306,8 @@ if "alpha_jaccard" in matrix.columns and matrix["alpha_jaccard"].notna().any():
 
 st.subheader("One cell, per query")
 left, right, _ = st.columns([2, 2, 3])
-source = left.selectbox("Source A (alpha)", names, key="tr_source")
-target = right.selectbox("Target B (task, embedding)", names, key="tr_target")
+source = left.selectbox("Source A (its heads)", sources_list, key="tr_source")
+target = right.selectbox("Target B (task, embedding)", targets_list, key="tr_target")
 row = matrix[(matrix["source"] == source) & (matrix["target"] == target)]
 if not row.empty:
     r = row.iloc[0]
@@ -262,14 +327,21 @@ else:
     cache = st.session_state.setdefault("tr_bundled_cells", {})
     if (source, target) in cache:
         cell_rows = cache[(source, target)]
-    elif source in run_of and target in run_of:
+    elif not row.empty and row.iloc[0]["source_task"] in run_of and target in run_of:
         limit = int(matrix["limit"].max()) if "limit" in matrix.columns else 20
-        if st.button(f"Evaluate this cell's queries ({limit} per alpha)", icon=":material/play_arrow:"):
-            with st.spinner(f"Evaluating {target} with the alpha of {source} and with its own ..."):
-                task = app_state.get_task(target)
+        r = row.iloc[0]
+        if st.button(f"Evaluate this cell's queries ({limit} per head set)", icon=":material/play_arrow:"):
+            with st.spinner(f"Evaluating {target} with the heads of {source} and with its own ..."):
+                try:
+                    task = app_state.get_task(target)
+                    sources = {target: fit_of(target), source: source_of(source, r["source_method"],
+                                                                        r["source_task"], r["k"])}
+                except (TaskFileError, RunError, KeyError) as err:
+                    st.error(str(err).strip("'\""), icon=":material/error:")
+                    st.stop()
                 frames = [
-                    transfer_cell(model, task, fit_of(a), fit_of(target), limit=limit, source=a)
-                    for a in dict.fromkeys([target, source])
+                    transfer_cell(model, task, a, fit_of(target), limit=limit, source=label)
+                    for label, a in sources.items()
                 ]
                 cell_rows = cache[(source, target)] = pd.concat(frames, ignore_index=True)
     else:
@@ -278,7 +350,7 @@ else:
 if cell_rows is not None and not cell_rows.empty:
     own_last = cell_rows.sort_values("source", key=lambda s: s == target, kind="stable")
     table = per_query_table(
-        own_last.assign(method=own_last["source"].map(lambda a: "own alpha" if a == target else f"alpha {a}"))
+        own_last.assign(method=own_last["source"].map(lambda a: "own alpha" if a == target else f"heads of {a}"))
     )
     st.dataframe(table, hide_index=True)
     st.caption(

@@ -216,8 +216,8 @@ def test_transfer_page_shows_bundled_matrix(runs_dir, tmp_path):
     button.click().run()  # the runs are in the store: the cell's queries can be evaluated
     _no_exception(at)
     table = at.dataframe[-1].value
-    assert len(table) == 2 and {"alpha uppercase: prediction", "own alpha: prediction"} <= set(table.columns)
-    assert list(table.columns).index("alpha uppercase: prediction") < list(table.columns).index(
+    assert len(table) == 2 and {"heads of uppercase: prediction", "own alpha: prediction"} <= set(table.columns)
+    assert list(table.columns).index("heads of uppercase: prediction") < list(table.columns).index(
         "own alpha: prediction"
     )
 

@@ -214,7 +214,7 @@ def test_transfer_cell_on_the_diagonal_is_plain_site(tiny_llama, tasks, fits):
 def test_transfer_cell_uses_source_alpha_and_target_embedding(tiny_llama, tasks, fits):
     cell = transfer_cell(tiny_llama, tasks["uppercase"], fits["antonym"], fits["uppercase"], limit=3)
     assert len(cell) == 3 and set(cell["task"]) == {"uppercase"}
-    assert cell["method"].iloc[0] == "SITE alpha antonym"
+    assert cell["method"].iloc[0] == "SITE heads of antonym"
     with pytest.raises(KeyError, match="no embedding"):
         transfer_cell(tiny_llama, tasks["uppercase"], fits["antonym"], fits["antonym"], limit=3)
 

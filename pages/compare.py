@@ -1,0 +1,173 @@
+"""Compare methods: zero-shot, k-shot ICL, TV, FV, LTV and SITE per task, side by side.
+
+Two sources: the benchmark table saved by ``analyses/bench_methods.py`` (bundled for the
+embedded model, so this page shows on a fresh machine), or a comparison computed here
+from the stored fits of one task (methods without a fit can be fitted here first).
+Widgets -> ``workbench.methods`` -> ``analyses.comparison`` figures.
+"""
+
+from __future__ import annotations
+
+import streamlit as st
+
+import app_state
+from analyses.comparison import (
+    MEAN,
+    PANELS,
+    accuracy_matrix_figure,
+    benchmark_files,
+    comparison_figure,
+    from_summary,
+    read_benchmark,
+    task_view,
+)
+from workbench.methods import METHODS, compare_methods, fit_score_save, read_progress
+from workbench.prompts import DEFAULT_TEMPLATE, TEMPLATES, get_template
+from workbench.runs import RunError
+from workbench.tasks import TaskFileError, catalog
+
+SAVED, COMPUTED = "Saved benchmark", "Compute here"
+RESULTS_KEY = "compare_results"
+COLUMNS = {
+    "method": st.column_config.TextColumn("method"),
+    "first": st.column_config.NumberColumn("first-token acc", format="%.2f"),
+    "exact": st.column_config.NumberColumn("exact match", format="%.2f"),
+    "tokens": st.column_config.NumberColumn("prompt tokens / query", format="%.1f"),
+    "s_per_query": st.column_config.NumberColumn("s / query", format="%.4f"),
+    "fit_s": st.column_config.NumberColumn("fit (s)", format="%.1f"),
+}
+
+st.title("Compare methods")
+st.caption(
+    "Every method on the same held-out queries: zero-shot, k-shot in-context learning, and the "
+    "fitted task vector (TV), function vector (FV), learnable task vector (LTV) and soft "
+    "injection (SITE), which all run the zero-shot prompt."
+)
+model = app_state.current_model()
+saved = benchmark_files(model.name)
+app_state.seed_from_query("cmp_source", SAVED if saved else COMPUTED, valid=(SAVED, COMPUTED), param="source")
+source = st.radio("Results", [SAVED, COMPUTED], horizontal=True, key="cmp_source")
+app_state.share_in_url(source=source)
+
+
+def show(table, task: str, template: str, stem: str) -> None:
+    """The table and bar chart of one task (or the mean), with export."""
+    view = task_view(table, task)
+    fig = comparison_figure(view, title=f"{task}: template {template}")
+    st.plotly_chart(fig, key=f"cmp_bars_{stem}")
+    columns = [c for c in COLUMNS if c in view.columns]
+    st.dataframe(view[columns], hide_index=True, column_config=COLUMNS)
+    app_state.export_buttons(f"{stem}_{task}".replace(" ", "_").replace("/", "_"), figure=fig,
+                             tables={"comparison": view})
+
+
+# ----------------------------------------------------------------------------- saved benchmark
+
+if source == SAVED:
+    if not saved:
+        st.info(
+            f"No saved benchmark for {model.name}. Run `python analyses/bench_methods.py --model "
+            f"{model.name}`, or compute one task here.",
+            icon=":material/info:",
+        )
+        st.stop()
+    template = st.selectbox("Template of the benchmark", list(saved), key="cmp_template")
+    try:
+        table = read_benchmark(saved[template])
+    except (OSError, ValueError) as err:
+        st.error(str(err), icon=":material/error:")
+        st.stop()
+    tasks = [MEAN, *sorted(table["task"].unique())]
+    app_state.seed_from_query("cmp_task", MEAN, valid=tasks, param="task")
+    task = st.selectbox("Task", tasks, key="cmp_task")
+    app_state.share_in_url(task=task)
+    st.caption(
+        f"`{saved[template].relative_to(saved[template].parents[2])}`: {table['task'].nunique()} tasks, "
+        f"template {get_template(template).describe()}, test split. Times are from one run on the machine "
+        "that made the table; a bundled SITE run's fit time is the one recorded in the run."
+    )
+    show(table, task, template, f"methods_{model.name}_{template}")
+    with st.expander("All tasks at once", expanded=task == MEAN):
+        value = st.radio("Value", ["first", "exact"], format_func=PANELS.get, horizontal=True, key="cmp_value")
+        matrix = accuracy_matrix_figure(table, value)
+        st.plotly_chart(matrix, key="cmp_matrix")
+        app_state.export_buttons(f"methods_matrix_{model.name}_{template}_{value}".replace("/", "_"),
+                                 figure=matrix, tables={"benchmark": table})
+    st.stop()
+
+# ----------------------------------------------------------------------------- computed here
+
+builtin = catalog()
+app_state.seed_from_query("cmp_task_here", "antonym" if "antonym" in builtin else next(iter(builtin)),
+                          valid=builtin, param="task")
+task_col, template_col, shots_col, limit_col = st.columns([4, 2, 1, 1], vertical_alignment="bottom")
+task_name = task_col.selectbox("Task", list(builtin), key="cmp_task_here")
+template = template_col.selectbox("Template", list(TEMPLATES), index=list(TEMPLATES).index(DEFAULT_TEMPLATE),
+                                  key="cmp_template_here")
+shots = shots_col.number_input("ICL shots", 1, 100, 10, key="cmp_shots")
+limit = limit_col.number_input("Test queries", 1, 100_000, 40, key="cmp_limit")
+app_state.share_in_url(task=task_name)
+try:
+    task = app_state.get_task(task_name)
+except TaskFileError as err:
+    st.error(str(err), icon=":material/error:")
+    st.stop()
+
+fits, rows, problems = app_state.task_fits(task_name, model, METHODS)
+for problem in problems:
+    st.warning(f"Skipped a run that does not load: {problem}", icon=":material/warning:")
+other_template = [m for m, fit in fits.items() if fit.config.template != template]
+fits = {m: fit for m, fit in fits.items() if m not in other_template}
+missing = [m for m in METHODS if m not in fits]
+st.caption(
+    "Stored fits: "
+    + (", ".join(f"{m} `{rows[m]['id']}` ({rows[m]['store']})" for m in fits) or "none")
+    + (f"; fitted with another template: {', '.join(other_template)}" if other_template else "")
+    + "."
+)
+
+if missing:
+    st.info(f"No {template} fit of {', '.join(missing)} for {task_name} on {model.name}.", icon=":material/info:")
+    if st.button(f"Fit {', '.join(missing)} now (default settings, saved to your run store)",
+                 icon=":material/model_training:"):
+        with st.status(f"Fitting {', '.join(missing)} on {task_name} ...", expanded=True) as status:
+            bar = st.progress(0.0)
+            for name in missing:
+                def progress(*report, name=name) -> None:
+                    stage, done, total = read_progress(*report)
+                    bar.progress(min(1.0, done / max(total, 1)), text=f"{name} {stage} {done} / {total}")
+
+                try:
+                    _, run_id, _ = fit_score_save(model, task, name, METHODS[name].config(template=template),
+                                                  app_state.run_store("user"), score=False, progress=progress)
+                except (ValueError, RunError, OSError) as err:
+                    status.update(label=f"Fitting {name} failed", state="error")
+                    st.error(str(err), icon=":material/error:")
+                    st.stop()
+                st.write(f"{name}: run `{run_id}`")
+            status.update(label="Fitted; comparing ...", state="complete", expanded=False)
+        st.rerun()
+
+settings = {"model": model.name, "task": task_name, "template": template, "shots": int(shots),
+            "limit": int(limit), "runs": {m: rows[m]["id"] for m in fits}}
+if st.button(f"Compare {2 + len(fits)} methods on {task_name}", type="primary", icon=":material/play_arrow:"):
+    with st.status("Evaluating ...", expanded=True) as status:
+        bar = st.progress(0.0)
+
+        def report(method: str, done: int, total: int) -> None:
+            bar.progress(done / max(total, 1), text=f"{method}: {done} / {total} queries")
+
+        per_query, summary = compare_methods(model, task, fits, template=template, shots=int(shots),
+                                             limit=int(limit), progress=report)
+        status.update(label="Done", state="complete", expanded=False)
+    fit_seconds = {m: fit.fit_seconds for m, fit in fits.items()}
+    st.session_state[RESULTS_KEY] = {"settings": settings, "table": from_summary(summary, fit_seconds),
+                                     "per_query": per_query}
+
+results = st.session_state.get(RESULTS_KEY)
+if results and results["settings"] == settings:
+    show(results["table"], task_name, template, f"methods_{model.name}_{template}_computed")
+    with st.expander("Per query"):
+        st.dataframe(results["per_query"].drop(columns=["prompt"], errors="ignore"), hide_index=True)
+elif results:
+    st.caption("The settings changed since the last comparison: press the button to compare again.")
