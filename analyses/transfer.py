@@ -42,6 +42,7 @@ from workbench.models import LoadedModel
 from workbench.site import SiteFit, SoftInjection
 from workbench.tasks import Task
 
+ALPHA_KIND = "SITE alpha"
 CellProgress = Callable[[int, int, str, str], None]  # (cells done, cells, source, target)
 TRANSFER_VALUES = {
     "relative": "relative to own alpha (first token)",
@@ -215,26 +216,35 @@ def _with_source_columns(frame: pd.DataFrame) -> pd.DataFrame:
     return frame
 
 
+def source_kinds(frame: pd.DataFrame) -> pd.Series:
+    """Each row's source head map: "SITE alpha", or "<method> top-<k>"."""
+    frame = _with_source_columns(frame)
+    k = pd.to_numeric(frame["k"], errors="coerce")
+    return pd.Series(
+        [ALPHA_KIND if pd.isna(n) else f"{m} top-{int(n)}" for m, n in zip(frame["source_method"], k)],
+        index=frame.index,
+    )
+
+
 def method_transfer_summary(frame: pd.DataFrame, value: str = "relative") -> pd.DataFrame:
     """Mean ``value`` per source head map (source_method, k): on the source's own task
     (``same_task``: task B with the heads another method found for B) and on the other tasks
-    (``other_tasks``), with the number of cells. SITE's own alpha on its own task is the
-    reference (relative 1) and is left out of ``same_task``."""
+    (``other_tasks``), with the number of cells that have a value (NaN: none). SITE's own
+    alpha on its own task is the reference (relative 1) and is left out of ``same_task``."""
     frame = _with_source_columns(frame)
-    frame = frame[frame[value].notna()]
+    kinds = source_kinds(frame)
     same = frame["source_task"] == frame["target"]
-    plain = (frame["source_method"] == "SITE") & frame["k"].isna()
     rows = []
-    for (method, k), group in frame.groupby(["source_method", frame["k"].fillna(-1)], sort=False):
-        own = same[group.index] & ~plain[group.index]
+    for kind, group in frame.groupby(kinds, sort=False):
+        own = same[group.index] & (kind != ALPHA_KIND)
         other = ~same[group.index]
         rows.append(
             {
-                "heads": "SITE alpha" if k == -1 else f"{method} top-{int(k)}",
-                "same_task": group.loc[own, value].mean() if own.any() else np.nan,
-                "n_same": int(own.sum()),
-                "other_tasks": group.loc[other, value].mean() if other.any() else np.nan,
-                "n_other": int(other.sum()),
+                "heads": kind,
+                "same_task": group.loc[own, value].mean(),
+                "n_same": int(group.loc[own, value].notna().sum()),
+                "other_tasks": group.loc[other, value].mean(),
+                "n_other": int(group.loc[other, value].notna().sum()),
             }
         )
     return pd.DataFrame(rows, columns=["heads", "same_task", "n_same", "other_tasks", "n_other"])

@@ -17,6 +17,7 @@ import app_state
 from analyses.evaluation_figures import per_query_table
 from analyses.head_relevance import clicked_cell
 from analyses.transfer import (
+    ALPHA_KIND,
     TRANSFER_VALUES,
     cluster_order,
     head_selection,
@@ -24,6 +25,7 @@ from analyses.transfer import (
     method_transfer_summary,
     read_transfer_csv,
     similarity_figure,
+    source_kinds,
     summarize_transfer,
     transfer_cell,
     transfer_figure,
@@ -39,7 +41,7 @@ BUNDLED_TRANSFER = BUNDLED_RUNS.parent / "site_transfer.csv"
 DEFAULT_TASKS = 6
 RESULTS_KEY = "transfer_results"
 COMPUTED, BUNDLED = "Computed here", "Bundled matrix"
-ALPHA = "SITE alpha"
+ALPHA = ALPHA_KIND
 HEAD_MAPS = {ALPHA: None, "SITE top-k": "SITE", "FV top-k": "FV", "LTV top-k": "LTV"}  # label -> method
 
 st.title("Head transfer")
@@ -84,7 +86,7 @@ def fit_of(task: str):
 def source_of(label: str, method: str | None, task: str, k) -> object:
     """A cell's source for ``transfer_cell``: a task's SITE fit (its alpha), or the top-k
     heads of its stored ``method`` map. Raises RunError / KeyError when the run is missing."""
-    if method in (None, "SITE") and (k is None or k != k):  # k NaN: the alpha itself
+    if method in (None, "SITE") and pd.isna(k):  # no k: the alpha itself
         return fit_of(task)
     fits, _, problems = app_state.task_fits(task, model, [method])
     if method not in fits:
@@ -203,7 +205,7 @@ else:
 
 # ----------------------------------------------------------------------------- matrix and similarity
 
-kinds = matrix.apply(lambda r: ALPHA if r["k"] != r["k"] else f"{r['source_method']} top-{int(r['k'])}", axis=1)
+kinds = source_kinds(matrix)
 if kinds.nunique() > 1:
     with st.expander("Across methods: mean transfer per source head map", expanded=True):
         st.dataframe(
