@@ -47,3 +47,22 @@ def test_bundled_site_run_injects_the_task_into_zero_shot_queries(embedded_model
     table = summarize(__import__("pandas").concat(frames)).set_index("method")
     assert table.loc["zero-shot", "first_token_acc"] <= 0.1
     assert table.loc["SITE", "first_token_acc"] >= 0.4
+
+
+def test_bundled_tv_fv_ltv_runs_reproduce_the_benchmark_table(embedded_model):
+    """Each bundled run, loaded and re-evaluated, scores what the committed benchmark table says."""
+    import pandas as pd
+
+    from workbench.methods import METHODS, load_fit
+    from workbench.runs import bundled_store
+
+    table = pd.read_csv(ROOT / "analyses" / "results" / "methods_smollm2-135m-instruct_qa.csv")
+    expected = table[table["task"] == "present_past"].set_index("method")["first"]
+    task = load_task("present_past")
+    for name in ("TV", "FV", "LTV"):
+        run = bundled_store().latest(name, "present_past", embedded_model.name)
+        assert run is not None, f"results/runs has no {name} run for present_past"
+        fit = load_fit(run, embedded_model)
+        frame = evaluate(embedded_model, task, template=fit.config.template, max_new_tokens=1,
+                         intervention=METHODS[name].intervention(fit, task.name))
+        assert frame["first_token_correct"].mean() == pytest.approx(expected[name], abs=1e-6), name
