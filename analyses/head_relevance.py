@@ -482,7 +482,7 @@ def head_maps_figure(maps: Mapping[str, Panel], top_k: int | None = None, title:
                     x=(domain[0] + domain[1]) / 2,
                     xanchor="center",
                     len=domain[1] - domain[0],
-                    y=-0.06,
+                    y=-0.11,
                     yanchor="top",
                     thickness=10,
                 ),
@@ -512,7 +512,7 @@ def head_maps_figure(maps: Mapping[str, Panel], top_k: int | None = None, title:
     fig.update_layout(
         title=title,
         height=_map_height(n_layers) + 80,
-        margin=dict(t=70 if title else 40, b=110, l=60, r=20),
+        margin=dict(t=70 if title else 40, b=130, l=60, r=20),
         plot_bgcolor="rgba(0,0,0,0)",
     )
     return fig

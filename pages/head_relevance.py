@@ -27,7 +27,7 @@ from analyses.head_relevance import (
     layer_profile_figure,
     maps_table,
 )
-from workbench.methods import HEAD_MAP_METHODS, METHODS, fit_score_save, relevance
+from workbench.methods import METHODS, fit_score_save, relevance
 from workbench.prompts import TEMPLATES
 from workbench.runs import RunError
 from workbench.site import SiteConfig
@@ -228,10 +228,10 @@ app_state.export_buttons(stem, figure=alpha_fig, tables={"alpha": alpha_table})
 # ----------------------------------------------------------------------------- the methods' maps
 
 st.subheader("SITE, FV and LTV maps side by side")
-fits, method_runs, problems = app_state.task_fits(task_name, model, HEAD_MAP_METHODS)
+fits, method_runs, problems = app_state.task_fits(task_name, model, ["SITE", "FV", "LTV"])
 for problem in problems:
     st.warning(f"Skipped a run that does not load: {problem}", icon=":material/warning:")
-missing = [m for m in HEAD_MAP_METHODS if m not in fits]
+missing = [m for m in ("SITE", "FV", "LTV") if m not in fits]
 if len(fits) < 2:
     st.info(
         f"Comparing maps needs runs of two methods or more for **{task_name}** on {model.name}; "

@@ -119,7 +119,7 @@ def test_head_relevance_shows_the_three_maps_and_their_agreement(stores):
     dots = [t for t in maps["data"] if t["type"] == "scatter"]
     assert len(dots) == 3 and all(len(t["x"]) == 3 for t in dots)
     agreement = next(d.value for d in at.dataframe if "spearman" in d.value.columns)
-    assert list(zip(agreement["a"], agreement["b"])) == [("FV", "LTV"), ("FV", "SITE"), ("LTV", "SITE")]
+    assert list(zip(agreement["a"], agreement["b"])) == [("SITE", "FV"), ("SITE", "LTV"), ("FV", "LTV")]
     assert agreement["spearman"].between(-1, 1).all() and (agreement["k"] == 3).all()
 
 
