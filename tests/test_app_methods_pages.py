@@ -4,22 +4,18 @@ tiny-llama with a temporary user run store holding tiny fits of every method."""
 
 from __future__ import annotations
 
-import json
-import shutil
 from pathlib import Path
 
 import pandas as pd
 import pytest
+from app_pages import charts, no_exception, open_page, private_stores
 from streamlit.testing.v1 import AppTest
 
 import analyses.comparison
-import workbench.runs
 from workbench.methods import METHODS, fit_method
 from workbench.runs import RunStore
 from workbench.tasks import load_task
 
-ROOT = Path(__file__).resolve().parent.parent
-TIMEOUT = 180
 TINY = {
     "TV": dict(shots=2, n_prompts=4),
     "FV": dict(shots=2, n_prompts=4, n_shuffled=4, top_k=3),
@@ -42,29 +38,15 @@ def every_method_store(tiny_llama, tmp_path_factory) -> Path:
 
 @pytest.fixture
 def stores(every_method_store, tmp_path, monkeypatch) -> Path:
-    target = tmp_path / "runs"
-    shutil.copytree(every_method_store, target)
-    monkeypatch.setenv("WORKBENCH_RUNS", str(target))
-    monkeypatch.setenv("WORKBENCH_CACHE", str(tmp_path / "cache"))
-    monkeypatch.setattr(workbench.runs, "BUNDLED_RUNS", tmp_path / "bundled" / "runs")
+    private_stores(monkeypatch, tmp_path, every_method_store)
     monkeypatch.setattr(analyses.comparison, "RESULTS", tmp_path / "results")
     (tmp_path / "results").mkdir()
     return tmp_path
 
 
-def _page(name: str, **query) -> AppTest:
-    at = AppTest.from_file(ROOT / "pages" / f"{name}.py", default_timeout=TIMEOUT)
-    at.query_params.update({"model": "tiny-llama", **query})
-    return at.run()
-
-
 def _ok(at: AppTest) -> None:
-    assert not at.exception, [e.value for e in at.exception]
+    no_exception(at)
     assert not at.error, [e.value for e in at.error]
-
-
-def _charts(at: AppTest) -> list[dict]:
-    return [json.loads(chart.proto.spec) for chart in at.get("plotly_chart")]
 
 
 # ----------------------------------------------------------------------------- compare
@@ -78,10 +60,10 @@ def test_compare_page_shows_a_saved_benchmark_per_task_and_the_mean(stores):
         for method, acc in (("zero-shot", 0.0), ("10-shot ICL", 0.5), ("FV", 0.25), ("SITE", 0.75))
     ]
     pd.DataFrame(rows).to_csv(stores / "results" / "methods_tiny-llama_qa.csv", index=False)
-    at = _page("compare")
+    at = open_page("compare")
     _ok(at)
     assert at.radio(key="cmp_source").value == "Saved benchmark"
-    bars = [trace for trace in _charts(at)[0]["data"] if trace["type"] == "bar"]
+    bars = [trace for trace in charts(at)[0]["data"] if trace["type"] == "bar"]
     assert len(bars) == 4 and bars[0]["x"] == ["zero-shot", "10-shot ICL", "FV", "SITE"]
     assert at.dataframe[0].value["first"].tolist() == [0.0, 0.5, 0.25, 0.75]  # the mean of two equal tasks
     at.selectbox(key="cmp_task").set_value("uppercase").run()
@@ -90,7 +72,7 @@ def test_compare_page_shows_a_saved_benchmark_per_task_and_the_mean(stores):
 
 
 def test_compare_page_computes_all_methods_from_stored_fits(stores):
-    at = _page("compare", source="Compute here", task="antonym")
+    at = open_page("compare", source="Compute here", task="antonym")
     _ok(at)
     assert not at.info  # every method has a fit for antonym
     at.number_input(key="cmp_limit").set_value(2)
@@ -103,7 +85,7 @@ def test_compare_page_computes_all_methods_from_stored_fits(stores):
 
 
 def test_compare_page_fits_the_missing_methods(stores):
-    at = _page("compare", source="Compute here", task="uppercase")
+    at = open_page("compare", source="Compute here", task="uppercase")
     _ok(at)
     assert at.info and "TV, LTV" in at.info[0].value
     assert any(b.label.startswith("Compare 4 methods") for b in at.button)
@@ -113,9 +95,9 @@ def test_compare_page_fits_the_missing_methods(stores):
 
 
 def test_head_relevance_shows_the_three_maps_and_their_agreement(stores):
-    at = _page("head_relevance", task="antonym", k="3")
+    at = open_page("head_relevance", task="antonym", k="3")
     _ok(at)
-    maps = next(c for c in _charts(at) if sum(t["type"] == "heatmap" for t in c["data"]) == 3)
+    maps = next(c for c in charts(at) if sum(t["type"] == "heatmap" for t in c["data"]) == 3)
     dots = [t for t in maps["data"] if t["type"] == "scatter"]
     assert len(dots) == 3 and all(len(t["x"]) == 3 for t in dots)
     agreement = next(d.value for d in at.dataframe if "spearman" in d.value.columns)
@@ -126,7 +108,7 @@ def test_head_relevance_shows_the_three_maps_and_their_agreement(stores):
 def test_head_relevance_asks_for_runs_when_a_task_has_only_site(stores, tmp_path):
     for run in RunStore(stores / "runs").list(method="FV").itertuples():
         RunStore(stores / "runs").delete(run.id)
-    at = _page("head_relevance", task="uppercase")
+    at = open_page("head_relevance", task="uppercase")
     _ok(at)
     assert any("missing: FV, LTV" in i.value for i in at.info)
 
@@ -135,7 +117,7 @@ def test_head_relevance_asks_for_runs_when_a_task_has_only_site(stores, tmp_path
 
 
 def test_transfer_page_uses_fv_heads_as_a_source(stores):
-    at = _page("transfer")
+    at = open_page("transfer")
     _ok(at)
     at.number_input(key="tr_limit").set_value(2)
     at.multiselect(key="tr_maps").set_value(["SITE alpha", "FV top-k"])
@@ -149,4 +131,4 @@ def test_transfer_page_uses_fv_heads_as_a_source(stores):
     assert list(summary["heads"]) == ["SITE alpha", "FV top-3"]
     at.multiselect(key="tr_shown").set_value(["SITE alpha", "FV top-3"]).run()
     _ok(at)
-    assert len(_charts(at)[0]["data"][0]["y"]) == 4  # rows: two alphas, two FV head sets
+    assert len(charts(at)[0]["data"][0]["y"]) == 4  # rows: two alphas, two FV head sets

@@ -3,23 +3,18 @@ tiny-llama, with a temporary user run store holding two tiny SITE fits."""
 
 from __future__ import annotations
 
-import base64
-import json
-import shutil
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import pytest
+from app_pages import ROOT, TIMEOUT, figure_array, no_exception, open_page, private_stores
+from app_pages import charts as page_charts
 from streamlit.testing.v1 import AppTest
 
-import workbench.runs
 from workbench.runs import RunStore
 from workbench.site import SiteConfig, fit_site, to_run
 from workbench.tasks import load_task
 
-ROOT = Path(__file__).resolve().parent.parent
-TIMEOUT = 180  # seconds per script run: the first one loads tiny-llama on CPU
 TINY = SiteConfig(steps=4, n_prompts=4, shots=2, eval_every=2, batch_size=8)
 FITTED = ("antonym", "uppercase")
 
@@ -38,48 +33,20 @@ def filled_store(tiny_llama, tmp_path_factory) -> Path:
 
 @pytest.fixture
 def runs_dir(filled_store, tmp_path, monkeypatch) -> Path:
-    target = tmp_path / "runs"
-    shutil.copytree(filled_store, target)
-    monkeypatch.setenv("WORKBENCH_RUNS", str(target))
-    monkeypatch.setenv("WORKBENCH_CACHE", str(tmp_path / "cache"))
-    monkeypatch.setattr(workbench.runs, "BUNDLED_RUNS", tmp_path / "bundled" / "runs")  # not the repo's
-    return target
-
-
-def _page(name: str, **query) -> AppTest:
-    at = AppTest.from_file(ROOT / "pages" / f"{name}.py", default_timeout=TIMEOUT)
-    at.query_params.update({"model": "tiny-llama", **query})
-    return at.run()
-
-
-def _no_exception(at: AppTest) -> None:
-    assert not at.exception, [e.value for e in at.exception]
-
-
-def _charts(at: AppTest) -> list[dict]:
-    return [json.loads(chart.proto.spec) for chart in at.get("plotly_chart")]
-
-
-def _array(value) -> np.ndarray:
-    """A figure-JSON array: a list, or plotly's typed array {"dtype", "bdata", "shape"}."""
-    if isinstance(value, dict) and "bdata" in value:
-        array = np.frombuffer(base64.b64decode(value["bdata"]), dtype=np.dtype(value["dtype"]))
-        shape = value.get("shape")
-        return array.reshape([int(n) for n in str(shape).split(",")] if shape else -1)
-    return np.asarray(value)
+    return private_stores(monkeypatch, tmp_path, filled_store)
 
 
 # ----------------------------------------------------------------------------- head relevance
 
 
 def test_head_relevance_shows_alpha_map_of_fitted_task(runs_dir):
-    at = _page("head_relevance", task="uppercase")
-    _no_exception(at)
+    at = open_page("head_relevance", task="uppercase")
+    no_exception(at)
     assert not at.error
     assert at.selectbox(key="hr_task").value == "uppercase"
-    charts = _charts(at)
+    charts = page_charts(at)
     heatmap = charts[0]["data"][0]
-    assert heatmap["type"] == "heatmap" and _array(heatmap["z"]).shape == (
+    assert heatmap["type"] == "heatmap" and figure_array(heatmap["z"]).shape == (
         3,
         4,
     )  # tiny-llama: 3 layers x 4 heads
@@ -96,21 +63,21 @@ def test_head_relevance_shows_alpha_map_of_fitted_task(runs_dir):
 
 
 def test_head_relevance_head_from_url_and_inputs(runs_dir):
-    at = _page("head_relevance", task="antonym", layer="2", head="1")
-    _no_exception(at)
+    at = open_page("head_relevance", task="antonym", layer="2", head="1")
+    no_exception(at)
     assert (at.number_input(key="hr_layer").value, at.number_input(key="hr_head").value) == (2, 1)
     at.number_input(key="hr_layer").set_value(0).run()
-    _no_exception(at)
+    no_exception(at)
     assert at.query_params["layer"] == "0"
-    title = _charts(at)[-1]["layout"]["title"]["text"]
+    title = page_charts(at)[-1]["layout"]["title"]["text"]
     assert title.startswith("Layer 0, head 1")
-    shape = _charts(at)[0]["layout"]["shapes"][0]  # the selected head's outline
+    shape = page_charts(at)[0]["layout"]["shapes"][0]  # the selected head's outline
     assert (shape["x0"] + shape["x1"]) / 2 == 1 and (shape["y0"] + shape["y1"]) / 2 == 0
 
 
 def test_head_relevance_fit_now(runs_dir):
-    at = _page("head_relevance", task="lowercase")
-    _no_exception(at)
+    at = open_page("head_relevance", task="lowercase")
+    no_exception(at)
     assert at.info and "No SITE run for **lowercase**" in at.info[0].value
     assert not at.get("plotly_chart")
     for key, value in {
@@ -123,25 +90,23 @@ def test_head_relevance_fit_now(runs_dir):
     }.items():
         at.number_input(key=key).set_value(value)
     next(b for b in at.button if b.label == "Fit SITE now").click().run()
-    _no_exception(at)
+    no_exception(at)
     assert not at.error
     runs = RunStore(runs_dir).list(method="SITE", task="lowercase")
     assert len(runs) == 1 and runs["metrics"][0]["lowercase"]["n_test"] == 2
     assert at.selectbox(key="hr_task").value == "lowercase"
-    assert _charts(at)[0]["data"][0]["type"] == "heatmap"  # the new run is shown
+    assert page_charts(at)[0]["data"][0]["type"] == "heatmap"  # the new run is shown
     assert not any(b.label == "Fit SITE now" for b in at.button)
 
 
 @pytest.fixture
 def empty_stores(tmp_path, monkeypatch) -> None:
-    monkeypatch.setenv("WORKBENCH_RUNS", str(tmp_path / "empty"))
-    monkeypatch.setenv("WORKBENCH_CACHE", str(tmp_path / "cache"))
-    monkeypatch.setattr(workbench.runs, "BUNDLED_RUNS", tmp_path / "bundled" / "runs")
+    private_stores(monkeypatch, tmp_path)
 
 
 def test_head_relevance_without_any_run(empty_stores):
-    at = _page("head_relevance")
-    _no_exception(at)
+    at = open_page("head_relevance")
+    no_exception(at)
     assert at.info and "No SITE run" in at.info[0].value
     assert any(b.label == "Fit SITE now" for b in at.button)
 
@@ -150,21 +115,21 @@ def test_head_relevance_without_any_run(empty_stores):
 
 
 def test_transfer_page_computes_two_by_two_matrix(runs_dir):
-    at = _page("transfer")
-    _no_exception(at)
+    at = open_page("transfer")
+    no_exception(at)
     assert sorted(at.multiselect(key="tr_tasks").value) == sorted(FITTED)
     assert not at.get("plotly_chart")  # nothing computed yet
     at.number_input(key="tr_limit").set_value(2)
     next(b for b in at.button if b.label == "Compute transfer matrix").click().run()
-    _no_exception(at)
+    no_exception(at)
     assert not at.error
     stored = at.session_state["transfer_results"]
     matrix = stored["matrix"]
     assert len(matrix) == 4 and set(matrix["n"]) == {2}
     assert len(stored["per_query"]) == 8
-    charts = _charts(at)
+    charts = page_charts(at)
     transfer = charts[0]["data"][0]
-    assert transfer["type"] == "heatmap" and _array(transfer["z"]).shape == (2, 2)
+    assert transfer["type"] == "heatmap" and figure_array(transfer["z"]).shape == (2, 2)
     assert charts[1]["data"][0]["type"] == "heatmap"  # alpha similarity
     # the selected cell's queries, with its own alpha beside
     source, target = at.selectbox(key="tr_source").value, at.selectbox(key="tr_target").value
@@ -173,10 +138,10 @@ def test_transfer_page_computes_two_by_two_matrix(runs_dir):
     if source != target:
         assert any(c.startswith("own alpha") for c in table.columns)
     at.radio(key="tr_value").set_value("exact_match").run()
-    _no_exception(at)
+    no_exception(at)
     assert at.query_params["value"] == "exact_match"
     at.selectbox(key="tr_source").set_value(target).run()  # a diagonal cell
-    _no_exception(at)
+    no_exception(at)
     assert len(at.dataframe[-1].value) == 2
     at.number_input(key="tr_limit").set_value(3).run()
     assert any("changed" in i.value for i in at.info)
@@ -202,19 +167,19 @@ def test_transfer_page_shows_bundled_matrix(runs_dir, tmp_path):
     ]
     (tmp_path / "bundled").mkdir()
     pd.DataFrame(rows).to_csv(tmp_path / "bundled" / "site_transfer.csv", index=False)
-    at = _page("transfer")
-    _no_exception(at)
+    at = open_page("transfer")
+    no_exception(at)
     at.radio(key="tr_matrix").set_value("Bundled matrix").run()
-    _no_exception(at)
+    no_exception(at)
     assert "transfer_results" not in at.session_state  # nothing was computed
-    transfer = _charts(at)[0]["data"][0]
-    assert transfer["type"] == "heatmap" and _array(transfer["z"]).shape == (2, 2)
+    transfer = page_charts(at)[0]["data"][0]
+    assert transfer["type"] == "heatmap" and figure_array(transfer["z"]).shape == (2, 2)
     at.selectbox(key="tr_source").set_value("uppercase")
     at.selectbox(key="tr_target").set_value("antonym").run()
     assert [m.value for m in at.metric][-1] == "0.50"  # relative = 0.25 / 0.5
     button = next(b for b in at.button if b.label.startswith("Evaluate this cell"))
     button.click().run()  # the runs are in the store: the cell's queries can be evaluated
-    _no_exception(at)
+    no_exception(at)
     table = at.dataframe[-1].value
     assert len(table) == 2 and {"heads of uppercase: prediction", "own alpha: prediction"} <= set(table.columns)
     assert list(table.columns).index("heads of uppercase: prediction") < list(table.columns).index(
@@ -223,8 +188,8 @@ def test_transfer_page_shows_bundled_matrix(runs_dir, tmp_path):
 
 
 def test_transfer_page_needs_two_runs(empty_stores):
-    at = _page("transfer")
-    _no_exception(at)
+    at = open_page("transfer")
+    no_exception(at)
     assert at.info and "at least two tasks" in at.info[0].value
 
 
@@ -233,8 +198,8 @@ def test_entry_app_lists_the_site_pages(runs_dir):
     at.query_params.update({"model": "tiny-llama"})
     at.run()
     at.switch_page("pages/head_relevance.py").run()
-    _no_exception(at)
+    no_exception(at)
     assert at.title[0].value == "Head relevance"
     at.switch_page("pages/transfer.py").run()
-    _no_exception(at)
+    no_exception(at)
     assert at.title[0].value == "Head transfer"
