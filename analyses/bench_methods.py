@@ -58,26 +58,46 @@ def bench_task(model, task, template: str, shots: int, limit: int | None, method
             seconds, peak, note = m.seconds, m.peak_mib, ""
         fitting[name] = {"fit_s": seconds, "fit_peak_mib": peak, "note": note}
     per_query, summary = compare_methods(model, task, fits, template=template, shots=shots, limit=limit)
+    majority = majority_baseline(task, limit=limit)
     rows = [
-        {"task": task.name, "method": s.method, "first": s.first_token_acc, "exact": s.exact_match,
-         "fit_s": float("nan"), "s_per_query": s.seconds_per_query, "tokens": s.prompt_tokens,
-         "n": s.n, "fit_peak_mib": float("nan"), "eval_peak_mib": s.eval_peak_mib, "note": "",
-         **fitting.get(s.method, {}), "majority": majority_baseline(task, limit=limit)}
+        {
+            "task": task.name,
+            "method": s.method,
+            "first": s.first_token_acc,
+            "exact": s.exact_match,
+            "fit_s": float("nan"),
+            "s_per_query": s.seconds_per_query,
+            "tokens": s.prompt_tokens,
+            "n": s.n,
+            "fit_peak_mib": float("nan"),
+            "eval_peak_mib": s.eval_peak_mib,
+            "note": "",
+            **fitting.get(s.method, {}),
+            "majority": majority,
+        }
         for s in summary.itertuples()
     ]
     for name, fit in fits.items():
         if store is not None and name != "SITE":
             row = next(r for r in rows if r["method"] == name)
-            scores = {"test_first_token_acc": row["first"], "test_exact_match": row["exact"], "n_test": row["n"]}
+            scores = {
+                "test_first_token_acc": row["first"],
+                "test_exact_match": row["exact"],
+                "n_test": row["n"],
+            }
             store.save(METHODS[name].module.to_run(fit, model, metrics={task.name: {**scores, **row}}))
     return rows, per_query
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--model", default=DEFAULT_MODEL)
     parser.add_argument("--tasks", nargs="+", default=None, help="default: every built-in task")
-    parser.add_argument("--methods", nargs="+", default=["TV", "FV", "LTV", "SITE"], choices=["TV", "FV", "LTV", "SITE"])
+    parser.add_argument(
+        "--methods", nargs="+", default=["TV", "FV", "LTV", "SITE"], choices=["TV", "FV", "LTV", "SITE"]
+    )
     parser.add_argument("--template", default=DEFAULT_TEMPLATE)
     parser.add_argument("--shots", type=int, default=10)
     parser.add_argument("--limit", type=int, default=None, help="test items per task (default: all)")
@@ -88,7 +108,10 @@ def main(argv: list[str] | None = None) -> None:
 
     model = load_model(args.model)
     store = RunStore(args.store) if args.store else None
-    print(f"model {model.name} on {model.device}; template {get_template(args.template).describe()}\n", flush=True)
+    print(
+        f"model {model.name} on {model.device}; template {get_template(args.template).describe()}\n",
+        flush=True,
+    )
     args.out.mkdir(parents=True, exist_ok=True)
     stem = f"methods_{args.model.replace('/', '--')}_{args.template}"
     paths = args.out / f"{stem}.csv", args.out / f"{stem}_per_query.csv"
@@ -96,8 +119,12 @@ def main(argv: list[str] | None = None) -> None:
     if args.resume and all(path.exists() for path in paths):
         table, per_query = pd.read_csv(paths[0]), pd.read_csv(paths[1])
     done = set(table.get("task", []))
-    for name in tqdm([t for t in args.tasks or list_tasks() if t not in done], desc="methods benchmark", unit="task"):
-        task_rows, frame = bench_task(model, load_task(name), args.template, args.shots, args.limit, args.methods, store)
+    for name in tqdm(
+        [t for t in args.tasks or list_tasks() if t not in done], desc="methods benchmark", unit="task"
+    ):
+        task_rows, frame = bench_task(
+            model, load_task(name), args.template, args.shots, args.limit, args.methods, store
+        )
         table = pd.concat([table, pd.DataFrame(task_rows)], ignore_index=True)
         per_query = pd.concat([per_query, frame.drop(columns=["prompt"])], ignore_index=True)
         for frame_, path in zip((table, per_query), paths):  # after every task, atomically
@@ -109,8 +136,12 @@ def main(argv: list[str] | None = None) -> None:
         wide.loc["MEAN"] = wide.mean()
         print(f"## {'First-token accuracy' if value == 'first' else 'Exact match'}, test split\n")
         print(wide.to_markdown(floatfmt=".2f"), "\n")
-    means = table.groupby("method", sort=False)[["first", "exact", "fit_s", "s_per_query", "tokens", "fit_peak_mib", "eval_peak_mib"]].mean()
-    print("## Means over tasks: accuracy, fit time (s), time per query (s), prompt tokens, peak memory (MiB)\n")
+    means = table.groupby("method", sort=False)[
+        ["first", "exact", "fit_s", "s_per_query", "tokens", "fit_peak_mib", "eval_peak_mib"]
+    ].mean()
+    print(
+        "## Means over tasks: accuracy, fit time (s), time per query (s), prompt tokens, peak memory (MiB)\n"
+    )
     print(means.to_markdown(floatfmt=".3f"))
 
 

@@ -32,8 +32,14 @@ PANELS = {  # column -> panel title
     "s_per_query": "seconds per query",
 }
 ORDER = ["zero-shot", "ICL", "TV", "FV", "LTV", "SITE"]
-COLORS = {"zero-shot": "#9D9D9D", "ICL": "#4C78A8", "TV": "#72B7B2", "FV": "#EECA3B", "LTV": "#F58518",
-          "SITE": "#E45756"}
+COLORS = {
+    "zero-shot": "#9D9D9D",
+    "ICL": "#4C78A8",
+    "TV": "#72B7B2",
+    "FV": "#EECA3B",
+    "LTV": "#F58518",
+    "SITE": "#E45756",
+}
 
 
 def _family(method: str) -> str:
@@ -73,8 +79,12 @@ def benchmark_files(model: str, folder: Path | None = None) -> dict[str, Path]:
 def from_summary(summary: pd.DataFrame, fit_seconds: dict | None = None) -> pd.DataFrame:
     """:func:`workbench.methods.compare_methods`' summary in the benchmark's columns."""
     frame = summary.rename(
-        columns={"first_token_acc": "first", "exact_match": "exact", "seconds_per_query": "s_per_query",
-                 "prompt_tokens": "tokens"}
+        columns={
+            "first_token_acc": "first",
+            "exact_match": "exact",
+            "seconds_per_query": "s_per_query",
+            "prompt_tokens": "tokens",
+        }
     )
     frame["fit_s"] = frame["method"].map(fit_seconds or {}).astype(float)
     return frame
@@ -101,7 +111,9 @@ def task_view(table: pd.DataFrame, task: str = MEAN) -> pd.DataFrame:
 def comparison_figure(view: pd.DataFrame, title: str | None = None) -> go.Figure:
     """Four bar panels (first-token accuracy, exact match, prompt tokens, seconds per query),
     one bar per method of a :func:`task_view`."""
-    fig = make_subplots(rows=1, cols=len(PANELS), subplot_titles=list(PANELS.values()), horizontal_spacing=0.07)
+    fig = make_subplots(
+        rows=1, cols=len(PANELS), subplot_titles=list(PANELS.values()), horizontal_spacing=0.07
+    )
     methods = list(view["method"])
     colors = [COLORS.get(_family(m), "#888") for m in methods]
     for i, (column, label) in enumerate(PANELS.items(), start=1):

@@ -127,16 +127,8 @@ def head_map_figure(
     [layer, head, value]."""
     z = as_map(values)
     n_layers, n_heads = z.shape
-    finite = z[np.isfinite(z)]
-    if symmetric:  # the default (0, 1) range means "from the data"
-        given = [abs(v) for v in (zmin, zmax) if v is not None] if (zmin, zmax) != (0.0, 1.0) else []
-        bound = max(given) if given else (float(np.abs(finite).max()) if finite.size else 0.0)
-        zmin, zmax = -(bound or 1.0), bound or 1.0
-        colorscale = colorscale or DIVERGING
-    else:
-        zmin = float(finite.min()) if zmin is None and finite.size else zmin
-        zmax = float(finite.max()) if zmax is None and finite.size else zmax
-        colorscale = colorscale or SEQUENTIAL
+    zmin, zmax = _color_range(z, symmetric, zmin, zmax)
+    colorscale = colorscale or (DIVERGING if symmetric else SEQUENTIAL)
     layers, heads = list(range(n_layers)), list(range(n_heads))
     fig = go.Figure(
         go.Heatmap(
@@ -191,6 +183,20 @@ def head_map_figure(
         plot_bgcolor="rgba(0,0,0,0)",
     )
     return fig
+
+
+def _color_range(z: np.ndarray, symmetric: bool, zmin: float | None, zmax: float | None) -> tuple:
+    """The colour range of a map. ``symmetric``: +-max(|zmin|, |zmax|), or +-max|value| when
+    no range other than the default (0, 1) is given. Otherwise (zmin, zmax), the data's
+    minimum / maximum where one is None."""
+    finite = z[np.isfinite(z)]
+    if symmetric:
+        given = [abs(v) for v in (zmin, zmax) if v is not None] if (zmin, zmax) != (0.0, 1.0) else []
+        bound = max(given) if given else (float(np.abs(finite).max()) if finite.size else 0.0)
+        return -(bound or 1.0), bound or 1.0
+    zmin = float(finite.min()) if zmin is None and finite.size else zmin
+    zmax = float(finite.max()) if zmax is None and finite.size else zmax
+    return zmin, zmax
 
 
 def alpha_summary(alpha: torch.Tensor | np.ndarray, low: float = 0.1, high: float = 0.9) -> dict:
@@ -413,8 +419,14 @@ def maps_table(maps: Mapping[str, torch.Tensor | np.ndarray], value: str = "valu
     for name, values in maps.items():
         z = as_map(values)
         layer, head = np.meshgrid(np.arange(z.shape[0]), np.arange(z.shape[1]), indexing="ij")
-        frames.append(pd.DataFrame({"map": name, "layer": layer.ravel(), "head": head.ravel(), value: z.ravel()}))
-    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=["map", "layer", "head", value])
+        frames.append(
+            pd.DataFrame({"map": name, "layer": layer.ravel(), "head": head.ravel(), value: z.ravel()})
+        )
+    return (
+        pd.concat(frames, ignore_index=True)
+        if frames
+        else pd.DataFrame(columns=["map", "layer", "head", value])
+    )
 
 
 def compare_maps(maps: Mapping[str, torch.Tensor | np.ndarray], k: int = 10) -> pd.DataFrame:
@@ -448,7 +460,9 @@ class Panel(NamedTuple):
     relevance: torch.Tensor | np.ndarray | None = None  # ranks the top-k heads (default: values)
 
 
-def head_maps_figure(maps: Mapping[str, Panel], top_k: int | None = None, title: str | None = None) -> go.Figure:
+def head_maps_figure(
+    maps: Mapping[str, Panel], top_k: int | None = None, title: str | None = None
+) -> go.Figure:
     """Several (L, H) maps side by side, one panel each (name -> :class:`Panel`). Each panel has
     its own colour range with its colour bar below it; with ``top_k``, a white dot marks each
     panel's top-k heads by relevance."""
@@ -459,11 +473,7 @@ def head_maps_figure(maps: Mapping[str, Panel], top_k: int | None = None, title:
         values, label, signed, ranking = maps[name]
         z = as_map(values)
         n_layers, n_heads = z.shape
-        finite = z[np.isfinite(z)]
-        bound = float(np.abs(finite).max()) if finite.size else 1.0
-        zmin, zmax = (-(bound or 1.0), bound or 1.0) if signed else (
-            (0.0, 1.0) if label == "alpha" else (float(finite.min()), float(finite.max()))
-        )
+        zmin, zmax = _color_range(z, signed, *((0.0, 1.0) if label == "alpha" else (None, None)))
         domain = fig.layout[f"xaxis{'' if i == 1 else i}"].domain
         fig.add_trace(
             go.Heatmap(
@@ -505,10 +515,24 @@ def head_maps_figure(maps: Mapping[str, Panel], top_k: int | None = None, title:
                 row=1,
                 col=i,
             )
-        fig.update_xaxes(title_text="head", dtick=1 if n_heads <= 16 else None, showgrid=False,
-                         zeroline=False, range=[-0.5, n_heads - 0.5], row=1, col=i)
-        fig.update_yaxes(autorange=False, range=[n_layers - 0.5, -0.5], showgrid=False, zeroline=False,
-                         title_text="layer" if i == 1 else None, row=1, col=i)
+        fig.update_xaxes(
+            title_text="head",
+            dtick=1 if n_heads <= 16 else None,
+            showgrid=False,
+            zeroline=False,
+            range=[-0.5, n_heads - 0.5],
+            row=1,
+            col=i,
+        )
+        fig.update_yaxes(
+            autorange=False,
+            range=[n_layers - 0.5, -0.5],
+            showgrid=False,
+            zeroline=False,
+            title_text="layer" if i == 1 else None,
+            row=1,
+            col=i,
+        )
     fig.update_layout(
         title=title,
         height=_map_height(n_layers) + 80,

@@ -161,7 +161,9 @@ def transfer_per_query(
     missing = [name for name in {*named, *(t.name for t in tasks)} if name not in fits]
     if missing:
         raise KeyError(f"No SITE fit for {', '.join(sorted(missing))}.")
-    resolved = {s.label: s for s in (head_selection("SITE", fits[s]) if isinstance(s, str) else s for s in sources)}
+    resolved = {
+        s.label: s for s in (head_selection("SITE", fits[s]) if isinstance(s, str) else s for s in sources)
+    }
     cells = [(label, task) for task in tasks for label in dict.fromkeys([task.name, *resolved])]  # own first
     frames = []
     for done, (label, task) in enumerate(cells, start=1):

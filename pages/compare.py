@@ -57,8 +57,9 @@ def show(table, task: str, template: str, stem: str) -> None:
     st.plotly_chart(fig, key=f"cmp_bars_{stem}")
     columns = [c for c in COLUMNS if c in view.columns]
     st.dataframe(view[columns], hide_index=True, column_config=COLUMNS)
-    app_state.export_buttons(f"{stem}_{task}".replace(" ", "_").replace("/", "_"), figure=fig,
-                             tables={"comparison": view})
+    app_state.export_buttons(
+        f"{stem}_{task}".replace(" ", "_").replace("/", "_"), figure=fig, tables={"comparison": view}
+    )
 
 
 # ----------------------------------------------------------------------------- saved benchmark
@@ -88,22 +89,29 @@ if source == SAVED:
     )
     show(table, task, template, f"methods_{model.name}_{template}")
     with st.expander("All tasks at once", expanded=task == MEAN):
-        value = st.radio("Value", ["first", "exact"], format_func=PANELS.get, horizontal=True, key="cmp_value")
+        value = st.radio(
+            "Value", ["first", "exact"], format_func=PANELS.get, horizontal=True, key="cmp_value"
+        )
         matrix = accuracy_matrix_figure(table, value)
         st.plotly_chart(matrix, key="cmp_matrix")
-        app_state.export_buttons(f"methods_matrix_{model.name}_{template}_{value}".replace("/", "_"),
-                                 figure=matrix, tables={"benchmark": table})
+        app_state.export_buttons(
+            f"methods_matrix_{model.name}_{template}_{value}".replace("/", "_"),
+            figure=matrix,
+            tables={"benchmark": table},
+        )
     st.stop()
 
 # ----------------------------------------------------------------------------- computed here
 
 builtin = catalog()
-app_state.seed_from_query("cmp_task_here", "antonym" if "antonym" in builtin else next(iter(builtin)),
-                          valid=builtin, param="task")
+app_state.seed_from_query(
+    "cmp_task_here", "antonym" if "antonym" in builtin else next(iter(builtin)), valid=builtin, param="task"
+)
 task_col, template_col, shots_col, limit_col = st.columns([4, 2, 1, 1], vertical_alignment="bottom")
 task_name = task_col.selectbox("Task", list(builtin), key="cmp_task_here")
-template = template_col.selectbox("Template", list(TEMPLATES), index=list(TEMPLATES).index(DEFAULT_TEMPLATE),
-                                  key="cmp_template_here")
+template = template_col.selectbox(
+    "Template", list(TEMPLATES), index=list(TEMPLATES).index(DEFAULT_TEMPLATE), key="cmp_template_here"
+)
 shots = shots_col.number_input("ICL shots", 1, 100, 10, key="cmp_shots")
 limit = limit_col.number_input("Test queries", 1, 100_000, 40, key="cmp_limit")
 app_state.share_in_url(task=task_name)
@@ -127,19 +135,31 @@ st.caption(
 )
 
 if missing:
-    st.info(f"No {template} fit of {', '.join(missing)} for {task_name} on {model.name}.", icon=":material/info:")
-    if st.button(f"Fit {', '.join(missing)} now (default settings, saved to your run store)",
-                 icon=":material/model_training:"):
+    st.info(
+        f"No {template} fit of {', '.join(missing)} for {task_name} on {model.name}.", icon=":material/info:"
+    )
+    if st.button(
+        f"Fit {', '.join(missing)} now (default settings, saved to your run store)",
+        icon=":material/model_training:",
+    ):
         with st.status(f"Fitting {', '.join(missing)} on {task_name} ...", expanded=True) as status:
             bar = st.progress(0.0)
             for name in missing:
+
                 def progress(*report, name=name) -> None:
                     stage, done, total = read_progress(*report)
                     bar.progress(min(1.0, done / max(total, 1)), text=f"{name} {stage} {done} / {total}")
 
                 try:
-                    _, run_id, _ = fit_score_save(model, task, name, METHODS[name].config(template=template),
-                                                  app_state.run_store("user"), score=False, progress=progress)
+                    _, run_id, _ = fit_score_save(
+                        model,
+                        task,
+                        name,
+                        METHODS[name].config(template=template),
+                        app_state.run_store("user"),
+                        score=False,
+                        progress=progress,
+                    )
                 except (ValueError, RunError, OSError) as err:
                     status.update(label=f"Fitting {name} failed", state="error")
                     st.error(str(err), icon=":material/error:")
@@ -148,8 +168,14 @@ if missing:
             status.update(label="Fitted; comparing ...", state="complete", expanded=False)
         st.rerun()
 
-settings = {"model": model.name, "task": task_name, "template": template, "shots": int(shots),
-            "limit": int(limit), "runs": {m: rows[m]["id"] for m in fits}}
+settings = {
+    "model": model.name,
+    "task": task_name,
+    "template": template,
+    "shots": int(shots),
+    "limit": int(limit),
+    "runs": {m: rows[m]["id"] for m in fits},
+}
 if st.button(f"Compare {2 + len(fits)} methods on {task_name}", type="primary", icon=":material/play_arrow:"):
     with st.status("Evaluating ...", expanded=True) as status:
         bar = st.progress(0.0)
@@ -157,12 +183,16 @@ if st.button(f"Compare {2 + len(fits)} methods on {task_name}", type="primary", 
         def report(method: str, done: int, total: int) -> None:
             bar.progress(done / max(total, 1), text=f"{method}: {done} / {total} queries")
 
-        per_query, summary = compare_methods(model, task, fits, template=template, shots=int(shots),
-                                             limit=int(limit), progress=report)
+        per_query, summary = compare_methods(
+            model, task, fits, template=template, shots=int(shots), limit=int(limit), progress=report
+        )
         status.update(label="Done", state="complete", expanded=False)
     fit_seconds = {m: fit.fit_seconds for m, fit in fits.items()}
-    st.session_state[RESULTS_KEY] = {"settings": settings, "table": from_summary(summary, fit_seconds),
-                                     "per_query": per_query}
+    st.session_state[RESULTS_KEY] = {
+        "settings": settings,
+        "table": from_summary(summary, fit_seconds),
+        "per_query": per_query,
+    }
 
 results = st.session_state.get(RESULTS_KEY)
 if results and results["settings"] == settings:

@@ -132,8 +132,14 @@ def fit_now(name: str, config: SiteConfig, eval_limit: int) -> None:
             if eval_limit:
                 st.write(f"Then {eval_limit} test queries are scored with the fitted injection.")
             fit, run_id, _ = fit_score_save(
-                model, task, "SITE", config, app_state.run_store("user"), eval_limit=eval_limit or None,
-                score=bool(eval_limit), progress=progress,
+                model,
+                task,
+                "SITE",
+                config,
+                app_state.run_store("user"),
+                eval_limit=eval_limit or None,
+                score=bool(eval_limit),
+                progress=progress,
             )
         except (ValueError, RunError, OSError) as err:
             status.update(label=f"Fitting {name} failed", state="error")
@@ -240,18 +246,24 @@ if len(fits) < 2:
         icon=":material/info:",
     )
 else:
-    app_state.seed_from_query("hr_top_k", 10, int, valid=range(1, shape.n_layers * shape.n_heads + 1), param="k")
+    app_state.seed_from_query(
+        "hr_top_k", 10, int, valid=range(1, shape.n_layers * shape.n_heads + 1), param="k"
+    )
     k = st.number_input(
-        "Top-k heads", 1, shape.n_layers * shape.n_heads, key="hr_top_k",
+        "Top-k heads",
+        1,
+        shape.n_layers * shape.n_heads,
+        key="hr_top_k",
         help="Dots mark each map's k most relevant heads; the table compares the top-k sets.",
     )
     app_state.share_in_url(k=k)
-    relevant = {name: relevance(name, METHODS[name].head_map(fit)) for name, fit in fits.items()}
+    head_maps = {name: METHODS[name].head_map(fit) for name, fit in fits.items()}
+    relevant = {name: relevance(name, values) for name, values in head_maps.items()}
     panels = {
         f"{name}: {METHODS[name].map_label}": Panel(
-            METHODS[name].head_map(fit), METHODS[name].map_label, METHODS[name].signed, relevant[name]
+            values, METHODS[name].map_label, METHODS[name].signed, relevant[name]
         )
-        for name, fit in fits.items()
+        for name, values in head_maps.items()
     }
     maps_fig = head_maps_figure(panels, top_k=int(k))
     st.plotly_chart(maps_fig, key="hr_method_maps")
@@ -269,7 +281,9 @@ else:
         "Relevance used for ranking: alpha (SITE), indirect effect (FV), |theta| (LTV). Spearman is "
         "over all heads; top-k overlap = shared heads / k, beside the overlap of two random sets. "
         + (f"No run for {', '.join(missing)}. " if missing else "")
-        + "Runs: " + ", ".join(f"{m} `{row['id']}` ({row['store']})" for m, row in method_runs.items()) + "."
+        + "Runs: "
+        + ", ".join(f"{m} `{row['id']}` ({row['store']})" for m, row in method_runs.items())
+        + "."
     )
     app_state.export_buttons(
         f"head_maps_{task_name}_{model.name}".replace("/", "_"),

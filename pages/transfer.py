@@ -83,14 +83,15 @@ def fit_of(task: str):
     return app_state.site_fit(store, run_id, model)
 
 
-def source_of(label: str, method: str | None, task: str, k) -> object:
+def source_of(method: str | None, task: str, k) -> object:
     """A cell's source for ``transfer_cell``: a task's SITE fit (its alpha), or the top-k
-    heads of its stored ``method`` map. Raises RunError / KeyError when the run is missing."""
+    heads of its stored ``method`` map. Raises RunError when the run is missing or unreadable."""
     if method in (None, "SITE") and pd.isna(k):  # no k: the alpha itself
         return fit_of(task)
     fits, _, problems = app_state.task_fits(task, model, [method])
     if method not in fits:
-        raise KeyError(f"No {method} run for {task} on {model.name}" + (f" ({problems[0]})" if problems else "") + ".")
+        why = f" ({problems[0]})" if problems else ""
+        raise RunError(f"No {method} run for {task} on {model.name}{why}.")
     return head_selection(method, fits[method], int(k))
 
 
@@ -156,12 +157,12 @@ if source_choice == COMPUTED:
             tasks = [app_state.get_task(t) for t in chosen]
             fits = {t: fit_of(t) for t in chosen}
             sources = [
-                t if HEAD_MAPS[m] is None else source_of("", HEAD_MAPS[m], t, int(top_k))
+                t if HEAD_MAPS[m] is None else source_of(HEAD_MAPS[m], t, int(top_k))
                 for m in head_maps or [ALPHA]
                 for t in chosen
             ]
-        except (TaskFileError, RunError, KeyError) as err:
-            st.error(str(err).strip("'\""), icon=":material/error:")
+        except (TaskFileError, RunError) as err:
+            st.error(str(err), icon=":material/error:")
             st.stop()
         n_cells = len(chosen) * len({*chosen, *(s if isinstance(s, str) else s.label for s in sources)})
         with st.status(
@@ -221,8 +222,10 @@ if kinds.nunique() > 1:
             "own alpha_B. Other tasks: heads of A on task B. 1 = as good as B's own alpha."
         )
     shown = st.multiselect(
-        "Sources shown in the matrix", sorted(kinds.unique(), key=lambda x: (x != ALPHA, x)),
-        default=[ALPHA] if ALPHA in set(kinds) else None, key="tr_shown",
+        "Sources shown in the matrix",
+        sorted(kinds.unique(), key=lambda x: (x != ALPHA, x)),
+        default=[ALPHA] if ALPHA in set(kinds) else None,
+        key="tr_shown",
     )
     matrix = matrix[kinds.isin(shown) | (matrix["source"] == matrix["target"])].reset_index(drop=True)
 
@@ -336,10 +339,12 @@ else:
             with st.spinner(f"Evaluating {target} with the heads of {source} and with its own ..."):
                 try:
                     task = app_state.get_task(target)
-                    sources = {target: fit_of(target), source: source_of(source, r["source_method"],
-                                                                        r["source_task"], r["k"])}
-                except (TaskFileError, RunError, KeyError) as err:
-                    st.error(str(err).strip("'\""), icon=":material/error:")
+                    sources = {
+                        target: fit_of(target),
+                        source: source_of(r["source_method"], r["source_task"], r["k"]),
+                    }
+                except (TaskFileError, RunError) as err:
+                    st.error(str(err), icon=":material/error:")
                     st.stop()
                 frames = [
                     transfer_cell(model, task, a, fit_of(target), limit=limit, source=label)
@@ -352,7 +357,9 @@ else:
 if cell_rows is not None and not cell_rows.empty:
     own_last = cell_rows.sort_values("source", key=lambda s: s == target, kind="stable")
     table = per_query_table(
-        own_last.assign(method=own_last["source"].map(lambda a: "own alpha" if a == target else f"heads of {a}"))
+        own_last.assign(
+            method=own_last["source"].map(lambda a: "own alpha" if a == target else f"heads of {a}")
+        )
     )
     st.dataframe(table, hide_index=True)
     st.caption(

@@ -54,8 +54,15 @@ def _ok(at: AppTest) -> None:
 
 def test_compare_page_shows_a_saved_benchmark_per_task_and_the_mean(stores):
     rows = [
-        {"task": task, "method": method, "first": acc, "exact": acc / 2, "s_per_query": 0.01,
-         "tokens": 90 if "ICL" in method else 9, "fit_s": 1.0}
+        {
+            "task": task,
+            "method": method,
+            "first": acc,
+            "exact": acc / 2,
+            "s_per_query": 0.01,
+            "tokens": 90 if "ICL" in method else 9,
+            "fit_s": 1.0,
+        }
         for task in ("antonym", "uppercase")
         for method, acc in (("zero-shot", 0.0), ("10-shot ICL", 0.5), ("FV", 0.25), ("SITE", 0.75))
     ]

@@ -115,7 +115,9 @@ def test_fit_score_save_scores_and_stores_any_method(tiny_llama, antonym, upperc
     fit, run_id, metrics = fit_score_save(tiny_llama, antonym, "TV", tiny_config("TV"), store, eval_limit=3)
     run = store.load(run_id)
     assert run.method == "TV" and run.meta["metrics"]["antonym"]["n_test"] == 3
-    assert metrics["antonym"]["test_first_token_acc"] == run.meta["metrics"]["antonym"]["test_first_token_acc"]
+    assert (
+        metrics["antonym"]["test_first_token_acc"] == run.meta["metrics"]["antonym"]["test_first_token_acc"]
+    )
     with pytest.raises(ValueError, match="only SITE"):
         fit_score_save(tiny_llama, [antonym, uppercase], "LTV", tiny_config("LTV"), store)
 
@@ -127,7 +129,12 @@ def test_compare_methods_scores_every_method_on_the_same_queries(tiny_llama, ant
     chosen = {name: fits[name] for name in ("TV", "SITE")}
     reports = []
     per_query, summary = compare_methods(
-        tiny_llama, antonym, chosen, template="qa", shots=2, limit=3,
+        tiny_llama,
+        antonym,
+        chosen,
+        template="qa",
+        shots=2,
+        limit=3,
         progress=lambda method, done, total: reports.append(method),
     )
     assert list(summary["method"]) == ["zero-shot", "2-shot ICL", "TV", "SITE"]
@@ -145,10 +152,28 @@ def _benchmark() -> pd.DataFrame:
     rows = []
     for task, scale in (("a", 1.0), ("b", 0.5)):
         for method, first in (("zero-shot", 0.0), ("10-shot ICL", 0.6), ("SITE", 0.8), ("TV", 0.4)):
-            rows.append({"task": task, "method": method, "first": first * scale, "exact": first * scale / 2,
-                         "s_per_query": 0.1, "tokens": 100 if "ICL" in method else 10, "fit_s": 1.0})
-    rows.append({"task": "c", "method": "zero-shot", "first": 1.0, "exact": 1.0, "s_per_query": 0.1,
-                 "tokens": 10, "fit_s": np.nan})  # an incomplete task: left out of the mean
+            rows.append(
+                {
+                    "task": task,
+                    "method": method,
+                    "first": first * scale,
+                    "exact": first * scale / 2,
+                    "s_per_query": 0.1,
+                    "tokens": 100 if "ICL" in method else 10,
+                    "fit_s": 1.0,
+                }
+            )
+    rows.append(
+        {
+            "task": "c",
+            "method": "zero-shot",
+            "first": 1.0,
+            "exact": 1.0,
+            "s_per_query": 0.1,
+            "tokens": 10,
+            "fit_s": np.nan,
+        }
+    )  # an incomplete task: left out of the mean
     return pd.DataFrame(rows)
 
 
@@ -163,7 +188,12 @@ def test_task_view_orders_methods_and_averages_complete_tasks():
     with pytest.raises(ValueError, match="No rows for task 'zzz'"):
         task_view(table, "zzz")
     assert method_order(["SITE", "LTV", "custom", "zero-shot", "5-shot ICL"]) == [
-        "zero-shot", "5-shot ICL", "LTV", "SITE", "custom"]
+        "zero-shot",
+        "5-shot ICL",
+        "LTV",
+        "SITE",
+        "custom",
+    ]
 
 
 def test_comparison_figure_has_a_bar_per_method_in_four_panels():
@@ -185,8 +215,15 @@ def test_benchmark_files_and_reading(tmp_path):
 
 
 def test_from_summary_renames_and_adds_fit_time():
-    summary = pd.DataFrame({"method": ["zero-shot", "TV"], "first_token_acc": [0.1, 0.2], "exact_match": [0, 0.1],
-                            "seconds_per_query": [0.01, 0.02], "prompt_tokens": [5, 5]})
+    summary = pd.DataFrame(
+        {
+            "method": ["zero-shot", "TV"],
+            "first_token_acc": [0.1, 0.2],
+            "exact_match": [0, 0.1],
+            "seconds_per_query": [0.01, 0.02],
+            "prompt_tokens": [5, 5],
+        }
+    )
     frame = from_summary(summary, {"TV": 3.0})
     assert frame["fit_s"].isna().tolist() == [True, False] and frame["fit_s"].iloc[1] == 3.0
     assert {"first", "exact", "s_per_query", "tokens"} <= set(frame)
@@ -265,11 +302,18 @@ def test_transfer_from_another_methods_heads(tiny_llama, antonym, uppercase, fit
     site_up = fit_method(tiny_llama, uppercase, "SITE", tiny_config("SITE"))
     site_fits = {"antonym": fits["SITE"], "uppercase": site_up}
     fv = head_selection("FV", fits["FV"], k=3)
-    per_query = transfer_per_query(tiny_llama, [antonym, uppercase], site_fits, sources=["antonym", fv], limit=2)
+    per_query = transfer_per_query(
+        tiny_llama, [antonym, uppercase], site_fits, sources=["antonym", fv], limit=2
+    )
     frame = summarize_transfer(per_query)
     cells = set(zip(frame["source"], frame["target"]))
-    assert cells == {("antonym", "antonym"), ("uppercase", "uppercase"), ("antonym", "uppercase"),
-                     ("antonym · FV top-3", "antonym"), ("antonym · FV top-3", "uppercase")}
+    assert cells == {
+        ("antonym", "antonym"),
+        ("uppercase", "uppercase"),
+        ("antonym", "uppercase"),
+        ("antonym · FV top-3", "antonym"),
+        ("antonym · FV top-3", "uppercase"),
+    }
     row = frame.set_index(["source", "target"]).loc[("antonym · FV top-3", "uppercase")]
     assert row["source_method"] == "FV" and row["source_task"] == "antonym" and row["k"] == 3
     manual = Source("antonym", "FV", fv.selection, 3)
@@ -281,9 +325,12 @@ def test_transfer_from_another_methods_heads(tiny_llama, antonym, uppercase, fit
 
 def test_method_transfer_summary_separates_same_and_other_tasks(tmp_path):
     rows = [  # source, method, source task, k, target, relative
-        ("a", "SITE", "a", None, "a", 1.0), ("b", "SITE", "b", None, "b", 1.0),
-        ("a", "SITE", "a", None, "b", 0.4), ("b", "SITE", "b", None, "a", 0.2),
-        ("a · FV top-3", "FV", "a", 3, "a", 0.9), ("a · FV top-3", "FV", "a", 3, "b", 0.1),
+        ("a", "SITE", "a", None, "a", 1.0),
+        ("b", "SITE", "b", None, "b", 1.0),
+        ("a", "SITE", "a", None, "b", 0.4),
+        ("b", "SITE", "b", None, "a", 0.2),
+        ("a · FV top-3", "FV", "a", 3, "a", 0.9),
+        ("a · FV top-3", "FV", "a", 3, "b", 0.1),
         ("b · FV top-3", "FV", "b", 3, "b", 0.7),
     ]
     frame = pd.DataFrame(rows, columns=["source", "source_method", "source_task", "k", "target", "relative"])
@@ -294,6 +341,7 @@ def test_method_transfer_summary_separates_same_and_other_tasks(tmp_path):
     assert summary.loc["FV top-3", "other_tasks"] == pytest.approx(0.1)
     # a table saved before sources had methods reads as SITE alpha throughout
     frame[["source", "target", "relative"]].assign(first_token_acc=frame["relative"]).to_csv(
-        tmp_path / "old.csv", index=False)
+        tmp_path / "old.csv", index=False
+    )
     old = read_transfer_csv(tmp_path / "old.csv")
     assert set(old["source_method"]) == {"SITE"} and (old["source_task"] == old["source"]).all()

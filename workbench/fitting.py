@@ -101,13 +101,18 @@ def fit_parameter(
     return FitTrace(best[2], best[1], best[0], pd.DataFrame(history))
 
 
-class Timer:
-    def __enter__(self) -> "Timer":
-        self.start = time.perf_counter()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.seconds = time.perf_counter() - self.start
+def fit_fields(trace: FitTrace, template: PromptTemplate, started: float, embedding_seconds: float) -> dict:
+    """The fit-trace keyword arguments of a fit just made (SiteFit, LtvFit); ``started`` is
+    the ``time.perf_counter()`` at the start of the fit. :func:`trace_fields` is the same
+    for a fit rebuilt from a stored run."""
+    return {
+        "history": trace.history,
+        "best_step": trace.best_step,
+        "best_valid_loss": trace.best_valid_loss,
+        "fit_seconds": time.perf_counter() - started,
+        "embedding_seconds": embedding_seconds,
+        "meta": {"template": template.describe()},
+    }
 
 
 # ----------------------------------------------------------------------------- runs

@@ -24,7 +24,14 @@ import numpy as np
 import pandas as pd
 import torch
 
-from workbench.fitting import first_token_ce, fit_parameter, query_batches, trace_fields, trace_meta
+from workbench.fitting import (
+    first_token_ce,
+    fit_fields,
+    fit_parameter,
+    query_batches,
+    trace_fields,
+    trace_meta,
+)
 from workbench.heads import Hook
 from workbench.models import LoadedModel
 from workbench.prompts import DEFAULT_TEMPLATE, get_template
@@ -142,12 +149,7 @@ def fit_ltv(
         theta=trace.best,
         activations=activations,
         config=config,
-        history=trace.history,
-        best_step=trace.best_step,
-        best_valid_loss=trace.best_valid_loss,
-        fit_seconds=time.perf_counter() - t0,
-        embedding_seconds=embedding_seconds,
-        meta={"template": template.describe()},
+        **fit_fields(trace, template, t0, embedding_seconds),
     )
 
 

@@ -71,12 +71,23 @@ METHODS: dict[str, Method] = {
         signed=True,
     ),
     "LTV": Method(
-        "LTV", "Learnable task vector", ltv, ltv.fit_ltv, ltv.LtvConfig,
-        map_of=lambda fit: fit.theta, map_label="theta", signed=True,
+        "LTV",
+        "Learnable task vector",
+        ltv,
+        ltv.fit_ltv,
+        ltv.LtvConfig,
+        map_of=lambda fit: fit.theta,
+        map_label="theta",
+        signed=True,
     ),
     "SITE": Method(
-        "SITE", "Soft injection (SITE)", site, site.fit_site, site.SiteConfig,
-        map_of=lambda fit: fit.alpha, map_label="alpha",
+        "SITE",
+        "Soft injection (SITE)",
+        site,
+        site.fit_site,
+        site.SiteConfig,
+        map_of=lambda fit: fit.alpha,
+        map_label="alpha",
     ),
 }
 HEAD_MAP_METHODS = [name for name, method in METHODS.items() if method.map_of is not None]
@@ -135,11 +146,20 @@ def fit_score_save(
     fit = method.fit(model, tasks if name == "SITE" else tasks[0], config, progress=progress)
     metrics = {}
     for task in tasks if score else []:
-        frame = evaluate(model, task, template=config.template, intervention=method.intervention(fit, task.name),
-                         limit=eval_limit, seed=config.seed)
+        frame = evaluate(
+            model,
+            task,
+            template=config.template,
+            intervention=method.intervention(fit, task.name),
+            limit=eval_limit,
+            seed=config.seed,
+        )
         row = summarize(frame).iloc[0]
-        metrics[task.name] = {"test_first_token_acc": float(row.first_token_acc),
-                              "test_exact_match": float(row.exact_match), "n_test": int(row.n)}
+        metrics[task.name] = {
+            "test_first_token_acc": float(row.first_token_acc),
+            "test_exact_match": float(row.exact_match),
+            "n_test": int(row.n),
+        }
     sizes = {t.name: {k: len(v) for k, v in vars(t.split(config.seed)).items()} for t in tasks}
     run_id = store.save(method.module.to_run(fit, model, metrics=metrics, split_sizes=sizes))
     return fit, run_id, metrics
@@ -174,8 +194,15 @@ def compare_methods(
         with Measure(model.device) as measure:
             frames.append(
                 evaluate(
-                    model, task, template=template, split=split, limit=limit, seed=seed,
-                    method=label, progress=report, **kwargs,
+                    model,
+                    task,
+                    template=template,
+                    split=split,
+                    limit=limit,
+                    seed=seed,
+                    method=label,
+                    progress=report,
+                    **kwargs,
                 )
             )
         peaks[label] = measure.peak_mib

@@ -27,7 +27,15 @@ import pandas as pd
 import torch
 
 from workbench import inference
-from workbench.fitting import Batch, first_token_ce, fit_parameter, query_batches, trace_fields, trace_meta
+from workbench.fitting import (
+    Batch,
+    first_token_ce,
+    fit_fields,
+    fit_parameter,
+    query_batches,
+    trace_fields,
+    trace_meta,
+)
 from workbench.models import LoadedModel
 from workbench.prompts import DEFAULT_TEMPLATE, get_template, train_prompts
 from workbench.tasks import Task
@@ -164,12 +172,7 @@ def fit_site(
         beta=trace.best,
         embeddings={name: s.embedding for name, s in streams.items()},
         config=config,
-        history=trace.history,
-        best_step=trace.best_step,
-        best_valid_loss=trace.best_valid_loss,
-        fit_seconds=time.perf_counter() - t0,
-        embedding_seconds=embedding_seconds,
-        meta={"template": template.describe()},
+        **fit_fields(trace, template, t0, embedding_seconds),
     )
 
 
