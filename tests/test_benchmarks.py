@@ -4,6 +4,7 @@ import importlib.util
 from pathlib import Path
 
 import pandas as pd
+import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -30,3 +31,24 @@ def test_methods_benchmark_covers_every_method(tmp_path):
     table = pd.read_csv(tmp_path / "methods_tiny-llama_qa.csv")
     assert list(table["method"]) == ["zero-shot", "10-shot ICL", "TV", "LTV"]
     assert table.loc[table.method == "LTV", "fit_s"].iloc[0] > 0
+
+
+def test_head_map_agreement_reads_stored_runs_and_prints_each_pair(tmp_path, capsys, tiny_llama):
+    from workbench.methods import METHODS, fit_method
+    from workbench.runs import RunStore
+    from workbench.tasks import load_task
+
+    store = RunStore(tmp_path)
+    tiny = {"FV": dict(n_prompts=4, n_shuffled=4, shots=2), "LTV": dict(n_prompts=4, shots=2, steps=2),
+            "SITE": dict(n_prompts=4, shots=2, steps=2)}
+    for name, settings in tiny.items():
+        fit = fit_method(tiny_llama, load_task("antonym"), name, METHODS[name].config(**settings))
+        store.save(METHODS[name].module.to_run(fit, tiny_llama))
+    module = _script("head_map_agreement")
+    table = module.agreement(store, "tiny-llama", ["antonym", "uppercase"], k=3)
+    assert list(zip(table["a"], table["b"])) == [("SITE", "FV"), ("SITE", "LTV"), ("FV", "LTV")]
+    assert set(table["task"]) == {"antonym"}  # uppercase has no runs: skipped
+    module.main(["--model", "tiny-llama", "--tasks", "antonym", "--k", "3", "--store", str(tmp_path)])
+    assert "| SITE | FV  |" in capsys.readouterr().out
+    with pytest.raises(SystemExit, match="no task has a run"):
+        module.agreement(store, "tiny-llama", ["uppercase"], k=3)
