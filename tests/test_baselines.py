@@ -5,21 +5,21 @@ import torch
 
 import pandas as pd
 
-from workbench import scoring
 from workbench.experiments.evaluation import evaluate
 from workbench.interventions import Intervention, add_to_residual, replace_head, replace_residual
 from workbench.methods import function_vector as fv
 from workbench.methods import ltv, selection
 from workbench.methods import task_vector as tv
 from workbench.methods.activations import task_embedding, task_residuals
+from workbench.methods.queries import hits, prompt_batches
 from workbench.methods.training import Trace
 from workbench.model import inference
 from workbench.model.loading import load_model
-from workbench.scoring import first_token_loss
 from workbench.store.codec import from_run, to_run
 from workbench.store.runs import RunError, RunStore
 from workbench.tasks.prompts import get_template, train_prompts
 from workbench.tasks.task import Task
+from reference import full_forward
 
 ZERO_SHOT = ["Q: ab\nA:", "Q: hello\nA:", "Q: x\nA:"]
 
@@ -37,11 +37,11 @@ def _tv(vector, layer):
 
 def test_task_vectors_are_the_mean_last_token_residual(tiny_llama):
     task = _task()
-    vectors = task_residuals(tiny_llama, task, "qa", shots=2, n_prompts=5, seed=0, batch_size=2)
+    prompts, answers = train_prompts(task.split(0).train, "qa", shots=2, n_prompts=5, seed=0)
+    assert len(prompts) == 5 and prompts[0].count("\n\n") == 2 and all(a[1] in "012" for a in answers)
+    vectors = task_residuals(tiny_llama, prompts, batch_size=2)
     shape = tiny_llama.heads.shape
     assert vectors.shape == (shape.n_layers, shape.d_model)
-    prompts, answers = train_prompts(task, "qa", shots=2, n_prompts=5, seed=0)
-    assert len(prompts) == 5 and prompts[0].count("\n\n") == 2 and all(a[1] in "012" for a in answers)
     store = {}
     inference.run_hooks_only(tiny_llama, prompts, tiny_llama.heads.capture_resid(store))
     for layer in range(shape.n_layers):
@@ -49,12 +49,13 @@ def test_task_vectors_are_the_mean_last_token_residual(tiny_llama):
     # The same prompts SITE's task embedding reads (so all methods share one prompt set).
     z = {}
     inference.run_hooks_only(tiny_llama, prompts, tiny_llama.heads.capture_z(z))
-    assert torch.allclose(task_embedding(tiny_llama, task, "qa", 2, 5, 0)[2], z[2].mean(0), atol=1e-5)
+    assert torch.allclose(task_embedding(tiny_llama, prompts)[2], z[2].mean(0), atol=1e-5)
 
 
 def test_tv_substitution_reproduces_the_source_residual(tiny_model):
     shape = tiny_model.heads.shape
-    vectors = task_residuals(tiny_model, _task(), "qa", shots=2, n_prompts=4)
+    prompts, _ = train_prompts(_task().split(0).train, "qa", shots=2, n_prompts=4)
+    vectors = task_residuals(tiny_model, prompts)
     plain = inference.last_logits(tiny_model, ZERO_SHOT)
     for layer in range(shape.n_layers):
         store, before = {}, {}
@@ -85,18 +86,20 @@ def test_tv_substitution_reproduces_the_source_residual(tiny_model):
 
 def test_the_cached_layer_sweep_equals_full_forwards(tiny_llama):
     task = _task()
-    vectors = task_residuals(tiny_llama, task, "qa", shots=2, n_prompts=4)
-    curve, zero_shot = selection.layer_sweep(tiny_llama, task, lambda l: _tv(vectors[l], l), "qa")
+    prompts, _ = train_prompts(task.split(0).train, "qa", shots=2, n_prompts=4)
+    vectors = task_residuals(tiny_llama, prompts)
+    valid = task.split(0).valid
+    curve, zero_shot = selection.layer_sweep(tiny_llama, valid, lambda l: _tv(vectors[l], l), "qa")
     layer = selection.best_layer(curve)
     assert list(curve["layer"]) == [0, 1, 2] and layer in (0, 1, 2)
     assert curve["first_token_acc"].between(0, 1).all()
-    valid = task.split(0).valid
-    prompts = [get_template("qa").format_query(x) for x, _ in valid]
-    answers = [y for _, y in valid]
+    # the byte tokenizer writes " a0" as " ", "a", "0": the scores read two answer columns
     for l in range(3):
-        full = first_token_loss(tiny_llama, prompts, answers, _tv(vectors[l], l).hooks(tiny_llama)).item()
-        assert curve["loss"][l] == pytest.approx(full, abs=1e-4)
-    assert zero_shot["loss"] == pytest.approx(first_token_loss(tiny_llama, prompts, answers).item(), abs=1e-4)
+        rows = full_forward(tiny_llama, "qa", valid, _tv(vectors[l], l))
+        assert curve["loss"][l] == pytest.approx(sum(r[0] for r in rows) / len(rows), abs=1e-4)
+        assert curve["first_token_acc"][l] == pytest.approx(sum(r[1] for r in rows) / len(rows))
+    rows = full_forward(tiny_llama, "qa", valid)
+    assert zero_shot["loss"] == pytest.approx(sum(r[0] for r in rows) / len(rows), abs=1e-4)
 
 
 def test_best_layer_ranks_accuracy_then_loss_then_nearness():
@@ -141,16 +144,32 @@ def test_fv_is_added_to_the_residual_at_one_layer(tiny_model):
     assert torch.allclose(after[1] - before[1], vector.expand(len(ZERO_SHOT), -1), atol=1e-5)
 
 
-def test_shuffled_prompts_keep_inputs_and_true_answers_but_move_labels():
+def test_shuffled_twins_keep_inputs_and_true_answers_but_move_labels(tiny_llama):
     task = _task()
-    prompts, answers = fv.shuffled_label_prompts(task, "qa", shots=3, n_prompts=6)
-    clean, clean_answers = train_prompts(task, "qa", shots=3, n_prompts=6)
-    assert answers == clean_answers and len(prompts) == 6
+    pool = task.split(0).train
+    icl = fv.icl_correct_prompts(tiny_llama, pool, get_template("qa"), shots=3, candidates=6, seed=0)
+    clean, clean_answers = train_prompts(pool, "qa", shots=3, n_prompts=6)
+    assert icl.candidates == 6 and set(icl.clean) <= set(clean) and len(icl.clean) == len(icl.shuffled)
     labels = dict(task.pairs)
-    demos = [block for p in prompts for block in p.split("\n\n")[:-1]]
+    for twin, prompt, answer in zip(icl.shuffled, icl.clean, icl.answers):
+        blocks, twin_blocks = prompt.split("\n\n"), twin.split("\n\n")
+        assert blocks[-1] == twin_blocks[-1] and labels[blocks[-1][3:].split("\n")[0]] == answer  # same query
+        assert [b.split("\n")[0] for b in blocks] == [b.split("\n")[0] for b in twin_blocks]  # same inputs
+    demos = [block for p in icl.shuffled for block in p.split("\n\n")[:-1]]
     pairs = [(d.split("\n")[0][3:], d.split("\nA: ")[1]) for d in demos]
     assert sum(labels[x] != y for x, y in pairs) > len(pairs) // 2  # most labels are someone else's
-    assert [p.split("\n\n")[-1] for p in prompts] == [c.split("\n\n")[-1] for c in clean]  # same queries
+
+
+def test_icl_correct_prompts_keep_only_what_icl_answers(tiny_llama):
+    pool = _task().split(0).train
+    template = get_template("qa")
+    icl = fv.icl_correct_prompts(tiny_llama, pool, template, shots=2, candidates=12, seed=0)
+    clean, answers = train_prompts(pool, template, shots=2, n_prompts=12)
+    right = [bool(h) for b in prompt_batches(tiny_llama, clean, answers, "\n\n", 16) for h in hits(tiny_llama, b)]
+    if any(right):
+        assert icl.clean == [p for p, ok in zip(clean, right) if ok] and not icl.fallback
+    else:
+        assert icl.clean == clean and icl.fallback  # nothing right: every candidate, said so
 
 
 def _silence_head(model, layer: int, head: int) -> None:
@@ -173,21 +192,21 @@ def test_indirect_effect_is_zero_for_a_head_that_writes_nothing(name):
     _silence_head(model, 1, 2)
     assert model.heads.W_O[1, 2].abs().max() == 0 and model.heads.W_O[1, 1].abs().max() > 0
     task = _task()
-    a = task_embedding(model, task, "qa", shots=2, n_prompts=4)
-    prompts, answers = fv.shuffled_label_prompts(task, "qa", shots=2, n_prompts=5)
-    effects = fv.indirect_effects(model, prompts, answers, a, batch_size=3)  # two batches
+    pool = task.split(0).train
+    clean, _ = train_prompts(pool, "qa", shots=2, n_prompts=4)
+    a = task_embedding(model, clean)
+    prompts, answers = train_prompts(pool, "qa", shots=2, n_prompts=5, demo_pool=fv.shuffled_labels(pool))
+    effects = fv.indirect_effects(model, prompts, answers, a, "\n\n", batch_size=3)  # two batches
     assert effects.shape == (3, 4)
     assert effects[1, 2] == 0  # patching a head that writes nothing changes nothing
-    assert (effects[1, [0, 1, 3]].abs() > 1e-7).all()  # control: the layer's other heads do act
-    # the cached one-token path equals a full forward with the same patch
-    target = torch.tensor([scoring.answer_first_token(model, " " + y) for y in answers])
-
-    def p(hooks):
-        return inference.last_logits(model, prompts, hooks).softmax(-1).gather(1, target[:, None])[:, 0]
-
+    assert (effects[1, [0, 1, 3]] != 0).all()  # control: the layer's other heads do act
+    # the cached path equals full forwards with the same patch (through the answer's bare space)
     patch = Intervention("patch", (replace_head(1, 1, a[1, 1]),))
-    full = (p(patch.hooks(model)) - p([])).mean()
-    assert effects[1, 1] == pytest.approx(full.item(), rel=1e-3, abs=1e-8)
+    pairs = [(None, y) for y in answers]
+    patched = full_forward(model, "qa", pairs, patch, prompts=prompts)
+    plain = full_forward(model, "qa", pairs, prompts=prompts)
+    full = sum(p[2] - q[2] for p, q in zip(patched, plain)) / len(prompts)
+    assert effects[1, 1] == pytest.approx(full, rel=1e-3, abs=1e-8)
 
 
 # ----------------------------------------------------------------------------- LTV
@@ -242,13 +261,10 @@ def test_ltv_fit_lowers_the_valid_loss_on_a_synthetic_task(tiny_llama):
     start = fit.trace.history["valid_loss"].iloc[0]
     assert fit.trace.best_valid_loss < start - 0.05 and fit.trace.best_step > 0
     assert fit.theta.shape == (3, 4) and fit.theta.abs().max() > 0.1  # moved well past its init
-    # the stored best valid loss is what the fitted intervention scores on valid
-    valid = _task().split(0).valid
-    prompts = [get_template("qa").format_query(x) for x, _ in valid]
-    hooks = fit.intervention().hooks(tiny_llama)
-    assert first_token_loss(tiny_llama, prompts, [y for _, y in valid], hooks).item() == pytest.approx(
-        fit.trace.best_valid_loss, abs=1e-4
-    )
+    # the stored best loss is what the fitted intervention scores on the selection queries
+    select = selection.selection_split(_task()).select
+    rows = full_forward(tiny_llama, "qa", select, fit.intervention().for_prompts(tiny_llama, []))
+    assert sum(r[0] for r in rows) / len(rows) == pytest.approx(fit.trace.best_valid_loss, abs=1e-4)
 
 
 # ----------------------------------------------------------------------------- fits, evaluation, store

@@ -24,7 +24,7 @@ from workbench.tasks.prompts import DEFAULT_TEMPLATE, get_template
 
 ROOT = Path(__file__).resolve().parent.parent
 SUMMARY_COLUMNS = [
-    "model", "task", "method", "template", "shots", "n", "first_token_acc", "exact_match",
+    "model", "task", "method", "template", "shots", "when", "n", "first_token_acc", "prefix_match", "exact_match",
     "prompt_tokens", "seconds_per_query", "majority_baseline",
 ]
 
@@ -356,7 +356,8 @@ def test_runs_migrate_rewrites_old_metadata(tmp_path, capsys):
     meta_path.write_text(json.dumps(old))
     rc, out, _ = run(["runs", "migrate", "--store", store], capsys)
     assert rc == 0 and "rewrote the metadata of 1 runs" in out
-    assert json.loads(meta_path.read_text())["split_sizes"] == meta["split_sizes"]
+    sizes = {k: meta["split_sizes"]["antonym"][k] for k in ("train", "valid", "test")}  # what version 0 can recover
+    assert json.loads(meta_path.read_text())["split_sizes"] == {"antonym": sizes}
     rc, out, _ = run(["runs", "migrate", "--store", store], capsys)
     assert "every run" in out
 

@@ -67,3 +67,19 @@ def test_bundled_tv_fv_ltv_runs_reproduce_the_benchmark_table(embedded_model):
                          intervention=fit.intervention(task.name))
         assert run.meta["metrics"][task.name]["test_first_token_acc"] == pytest.approx(expected[name], abs=1e-9)
         assert frame["first_token_correct"].mean() == pytest.approx(expected[name], abs=1e-6), name
+
+
+def test_no_built_in_task_scores_smollm2s_bare_space(embedded_model):
+    """SmolLM2 writes " 97" as " ", "9", "7": the first token that carries a digit answer is
+    the digit, for every built-in task's answers."""
+    from workbench import scoring
+    from workbench.tasks.files import list_tasks
+
+    tokenizer = embedded_model.tokenizer
+    digits = 0
+    for name in list_tasks():
+        for _, y in load_task(name).pairs:
+            tokens = scoring.answer_tokens(tokenizer, y, "\n\n")
+            assert tokenizer.decode([tokens.target]).strip(), (name, y)
+            digits += tokens.first == 1 and y[0].isdigit()
+    assert digits > 100  # number_next, number_previous, number_word_to_digit

@@ -20,18 +20,19 @@ def _injection(alpha, embedding):
 
 
 def test_task_embedding_is_the_mean_last_token_head_output(tiny_llama):
-    task = _task()
-    emb = task_embedding(tiny_llama, task, "qa", shots=2, n_prompts=3, seed=0)
-    shape = tiny_llama.heads.shape
-    assert emb.shape == (shape.n_layers, shape.n_heads, shape.d_head)
-    # Recompute by hand from the same prompts.
     import numpy as np
 
-    from workbench.tasks.prompts import build_prompts, get_template
+    from workbench.tasks.prompts import build_prompts, get_template, train_prompts
 
+    task = _task()
     train = task.split(0).train
+    prompts, _ = train_prompts(train, "qa", shots=2, n_prompts=3, seed=0)
+    emb = task_embedding(tiny_llama, prompts)
+    shape = tiny_llama.heads.shape
+    assert emb.shape == (shape.n_layers, shape.n_heads, shape.d_head)
+    # The prompts, rebuilt by hand: 3 train queries, 2 demonstrations each.
     picks = np.random.default_rng(0).choice(len(train), size=3, replace=False)
-    prompts = build_prompts(get_template("qa"), [train[i][0] for i in picks], train, 2, seed=1)
+    assert prompts == build_prompts(get_template("qa"), [train[i][0] for i in picks], train, 2, seed=1)
     store = {}
     inference.run_hooks_only(tiny_llama, prompts, tiny_llama.heads.capture_z(store))
     assert torch.allclose(emb[1], store[1].mean(0), atol=1e-5)

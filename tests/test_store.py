@@ -122,7 +122,8 @@ def test_every_run_saves_the_same_schema_fields(tmp_path, tiny_llama, small_fit)
     run_id = store.save(to_run(small_fit, tiny_llama, task, metrics={"toy": SCORES}))
     meta = json.loads((tmp_path / run_id / "meta.json").read_text())
     assert meta["schema"] == schema.SCHEMA_VERSION
-    assert meta["split_sizes"] == {"toy": task.split_sizes(0)} == {"toy": {"train": 28, "valid": 4, "test": 8}}
+    assert meta["split_sizes"] == {"toy": {"train": 28, "valid": 4, "test": 8, "fit_pool": 14, "selection": 18,
+                                           "selection_from_train": 14}}
     assert meta["task_sources"]["toy"]["sha256"] == task.content_hash
     assert meta["fit"]["seconds"] > 0 and meta["fit"]["best_step"] == small_fit.trace.best_step
     assert meta["template"].startswith("qa: ") and meta["config"]["template"] == "qa"

@@ -185,7 +185,7 @@ def test_empty_field(tmp_path, value):
         (["a"], "field 'output' must be text, got list"),
         (True, "field 'output' must be text, got bool"),
         ("two\nlines", "field 'output' contains a line break"),
-        ("x" * 201, "field 'output' has 201 characters"),
+        ("x" * 20_001, "field 'output' has 20001 characters"),
     ],
 )
 def test_bad_field_values(tmp_path, value, message):
@@ -274,9 +274,11 @@ def test_unknown_task_name():
         load_task("no_such_task")
 
 
-def test_directory_is_not_a_task_file(tmp_path):
-    with pytest.raises(TaskFileError, match=_names_file(tmp_path) + r": not a file"):
+def test_a_folder_without_split_files_is_a_clear_error(tmp_path):
+    with pytest.raises(TaskFileError, match=_names_file(tmp_path) + r": a task folder holds train.json"):
         load_task(tmp_path)
+    with pytest.raises(TaskFileError, match=_names_file(tmp_path) + r": not a file"):
+        read_pairs(tmp_path)
 
 
 def test_task_file_error_is_a_value_error():
@@ -369,3 +371,58 @@ def test_shots_errors():
         build_prompts(arrow, ["q"], POOL, -1)
     with pytest.raises(ValueError, match="need at least 31 demonstration pairs, got 30"):
         build_prompts(arrow, ["q"], POOL, 30)
+
+
+# ----------------------------------------------------------------------------- the literature's layout
+
+
+def _write(path, pairs):
+    path.write_text(json.dumps([{"input": x, "output": y} for x, y in pairs]), encoding="utf-8")
+
+
+def test_a_split_folder_keeps_its_splits(tmp_path):
+    folder = tmp_path / "person_instrument"
+    folder.mkdir()
+    parts = {"train": [(f"t{i}", f"a{i}") for i in range(12)], "valid": [("v1", "b"), ("v2", "c")],
+             "test": [("q1", "d"), ("q2", "e"), ("q3", "f")]}
+    for name, pairs in parts.items():
+        _write(folder / f"{name}.json", pairs)
+    task = load_task(folder)
+    assert task.name == "person_instrument" and len(task) == 17
+    for seed in (0, 1, 7):
+        splits = task.split(seed)
+        assert (splits.train, splits.valid, splits.test) == (parts["train"], parts["valid"], parts["test"])
+    assert task.split_sizes(3) == {"train": 12, "valid": 2, "test": 3}
+    (folder / "valid.json").unlink()
+    with pytest.raises(TaskFileError, match="missing valid.json"):
+        load_task(folder)
+
+
+def test_the_duplicate_option_keeps_the_first_and_reports_what_it_dropped(tmp_path):
+    pairs = [("Yo-Yo Ma", "cello"), ("a", "1"), ("Yo-Yo Ma", "piano"), ("b", "2"), ("c", "3"), ("a", "9"), ("d", "4"),
+             ("e", "5")]
+    path = tmp_path / "instruments.json"
+    _write(path, pairs)
+    with pytest.raises(TaskFileError, match=r"record 2: input 'Yo-Yo Ma' already appears in record 0.*--keep-first"):
+        load_task(path)
+    task = load_task(path, keep_first_duplicates=True)
+    assert task.meta["duplicates_dropped"] == 2
+    assert task.pairs == [("Yo-Yo Ma", "cello"), ("a", "1"), ("b", "2"), ("c", "3"), ("d", "4"), ("e", "5")]
+    # across the splits of a folder too: an input in train and test would leak
+    folder = tmp_path / "folder"
+    folder.mkdir()
+    _write(folder / "train.json", [("x", "1"), ("y", "2"), ("z", "3")])
+    _write(folder / "valid.json", [("w", "4")])
+    _write(folder / "test.json", [("x", "9"), ("u", "5")])
+    with pytest.raises(TaskFileError, match="already appears in an earlier split"):
+        load_task(folder)
+    kept = load_task(folder, keep_first_duplicates=True)
+    assert kept.split().test == [("u", "5")] and kept.meta["duplicates_dropped"] == 1
+
+
+def test_sentence_inputs_are_not_refused_by_length(tmp_path):
+    sentence = "The committee, which had met every spring since its founding, " * 7  # ~450 characters
+    pairs = [(f"{sentence} ({i})", f"answer {i}") for i in range(6)]
+    path = tmp_path / "extractive.json"
+    _write(path, pairs)
+    assert len(pairs[0][0]) > 400 and len(load_task(path)) == 6

@@ -67,7 +67,7 @@ def cmd_show_task(args: argparse.Namespace) -> int:
     from workbench.tasks.prompts import build_prompts, get_template
 
     template = get_template(args.template)
-    task = load_task(args.task)
+    task = load_task(args.task, keep_first_duplicates=args.keep_first_duplicates)
     splits = task.split(args.seed)
     print(f"task:           {task.name}")
     if task.description:
@@ -75,6 +75,8 @@ def cmd_show_task(args: argparse.Namespace) -> int:
     print(f"category:       {task.category}")
     print(f"case_sensitive: {task.case_sensitive}")
     print(f"file:           {task.path}")
+    if task.meta.get("duplicates_dropped"):
+        print(f"duplicates:     {task.meta['duplicates_dropped']} records dropped (the first of each input kept)")
     print(
         f"items:          {len(task)} (train {len(splits.train)}, valid {len(splits.valid)}, "
         f"test {len(splits.test)}; seed {args.seed})"
@@ -102,7 +104,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     fmt = _output_format(args.format, args.output)
     # Everything cheap is checked before the model loads.
     template = get_template(args.template)
-    tasks = resolve_tasks(args.task)
+    tasks = resolve_tasks(args.task, args.keep_first_duplicates)
     if args.limit is not None and args.limit < 1:
         raise ValueError(f"--limit must be >= 1, got {args.limit}.")
     if args.batch_size < 1:
@@ -153,12 +155,12 @@ def cmd_fit(args: argparse.Namespace) -> int:
 
     method = get_method(args.method)
     template = get_template(args.template)
-    tasks = resolve_tasks(args.task)
+    tasks = resolve_tasks(args.task, args.keep_first_duplicates)
     if args.agnostic and not method.several_tasks:
         raise ValueError(f"--agnostic is for methods that fit several tasks at once; {method.name} is fitted per task.")
     given = {"template": args.template, "shots": args.shots, "n_prompts": args.prompts, "steps": args.steps,
              "lr": args.lr, "batch_size": args.batch_size, "seed": args.seed, "top_k": args.top_k,
-             "layer": args.layer}
+             "layer": args.layer, "when": args.when, "loss": args.loss}
     fields = set(method.Config.__dataclass_fields__)
     ignored = sorted(k for k, v in given.items() if v is not None and k not in fields)
     if ignored:
@@ -285,6 +287,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--template", default=DEFAULT_TEMPLATE, help="arrow, qa, or a custom format containing {x}")
     p.add_argument("--shots", type=int, default=3, help="demonstrations in the example prompt (default 3)")
     p.add_argument("--items", type=int, default=5, help="items to list (default 5)")
+    p.add_argument("--keep-first-duplicates", action="store_true", help="keep the first record of a repeated input")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=cmd_show_task)
 
@@ -304,6 +307,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--format", choices=FORMATS, default=None, help="default: from --output's extension, else table")
     p.add_argument("--output", metavar="FILE", help="write the results here (atomically)")
     p.add_argument("--per-query", action="store_true", help="one row per query instead of the summary")
+    p.add_argument("--keep-first-duplicates", action="store_true", help="keep the first record of a repeated input")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_eval)
 
@@ -326,6 +330,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=None)
     p.add_argument("--top-k", type=int, default=None, help="FV: heads summed into the vector (default 10)")
     p.add_argument("--layer", type=int, default=None, help="FV: fixed layer (default: best on valid)")
+    p.add_argument("--when", choices=["last", "generated"], default=None,
+                   help="intervene at the last prompt token only, or at every generated token as well")
+    p.add_argument("--loss", choices=["first_token", "answer"], default=None,
+                   help="SITE / LTV: fit on the answer's first token, or on all its tokens and its end")
+    p.add_argument("--keep-first-duplicates", action="store_true", help="keep the first record of a repeated input")
     p.add_argument("--seed", type=int, default=None)
     p.add_argument("--limit", type=int, default=None, help="test items to evaluate the fit on")
     p.add_argument("--no-eval", action="store_true", help="skip the test evaluation")

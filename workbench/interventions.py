@@ -16,9 +16,12 @@ An :class:`Edit` is data, not a hand-written hook. It says
 it has a leading batch axis, ``(B, n_layers, [heads,] d)``, one value per query (ATV).
 
 An :class:`Intervention` is a named tuple of edits. It compiles to TransformerLens hooks for
-one *phase* of a forward pass: ``"prompt"`` (the prompt, or its last token run on a cached
-prefix) or ``"decode"`` (one generated token). Only the per-head module knows hook names:
-this module asks :meth:`workbench.model.heads.HeadAccess.hook_name` for them.
+one *phase* of a forward pass: ``"prompt"`` or ``"decode"`` (one generated token). A prompt
+pass may carry answer tokens after the prompt (teacher forcing): ``prompt_end`` is then the
+column of the prompt's last token, and the columns after it stand for generated tokens, so
+"the last prompt token" means that column and "every generated token" the ones after it.
+Only the per-head module knows hook names: this module asks
+:meth:`workbench.model.heads.HeadAccess.hook_name` for them.
 
 Examples (docs/methods.md has each method's math):
 
@@ -96,15 +99,21 @@ class Edit:
         if n != len(self.where.layers):
             raise ValueError(f"The value holds {n} layers but the edit names {len(self.where.layers)}.")
 
-    def acts_in(self, phase: Phase) -> bool:
-        return phase == "prompt" or self.when is not When.LAST
+    def columns(self, phase: Phase, prompt_end: int = -1) -> slice | None:
+        """The sequence columns this edit acts on in a pass (None: it does not act)."""
+        if phase == "decode":
+            return None if self.when is When.LAST else slice(None)
+        if self.when is When.ALL:
+            return slice(None)
+        if self.when is When.GENERATED:
+            return slice(prompt_end, None)
+        return slice(prompt_end, None if prompt_end == -1 else prompt_end + 1)
 
-    def hooks(self, model: "LoadedModel", phase: Phase) -> list["Hook"]:
+    def hooks(self, model: "LoadedModel", phase: Phase, prompt_end: int = -1) -> list["Hook"]:
         """One hook per layer for this phase (none when the edit does not act in it)."""
-        if not self.acts_in(phase):
+        columns = self.columns(phase, prompt_end)
+        if columns is None:
             return []
-        # Prompt pass: LAST and GENERATED act at the last token; a decoding step is one token.
-        every_position = self.when is When.ALL
         value = self.value.to(model.device)
         weight = None if self.weight is None else self.weight.to(model.device)
         heads = None if self.where.heads is None else torch.tensor(self.where.heads, device=model.device)
@@ -113,7 +122,7 @@ class Edit:
             v = value[:, i] if self.per_query else value[i]  # ([B,] [heads,] d)
             w = None if weight is None else weight[i]  # ([heads])
             name = model.heads.hook_name(self.where.component, layer)
-            hooks.append((name, _edit_fn(self.op, v, w, heads, self.per_query, every_position)))
+            hooks.append((name, _edit_fn(self.op, v, w, heads, self.per_query, columns)))
         return hooks
 
 
@@ -124,8 +133,8 @@ class Intervention:
     name: str
     edits: tuple[Edit, ...]
 
-    def hooks(self, model: "LoadedModel", phase: Phase = "prompt") -> list["Hook"]:
-        return [hook for edit in self.edits for hook in edit.hooks(model, phase)]
+    def hooks(self, model: "LoadedModel", phase: Phase = "prompt", prompt_end: int = -1) -> list["Hook"]:
+        return [hook for edit in self.edits for hook in edit.hooks(model, phase, prompt_end)]
 
     def at(self, when: When | str) -> "Intervention":
         """The same edits acting ``when`` (last prompt token / also generated / every position)."""
@@ -142,6 +151,11 @@ class Intervention:
         """True when the prompt pass is touched at its last token only, so a prefix cached
         without the intervention stays valid (the fast path of the fits)."""
         return all(e.when is not When.ALL for e in self.edits)
+
+    @property
+    def when_label(self) -> str:
+        """When the edits act ("last", "generated", "all"), as results record it."""
+        return "+".join(dict.fromkeys(e.when.value for e in self.edits))
 
 
 @dataclass(frozen=True, eq=False, kw_only=True)
@@ -160,10 +174,10 @@ class Deferred(Intervention):
     def for_prompts(self, model: "LoadedModel", prompts: list[str]) -> Intervention:
         return Intervention(self.name, tuple(self.build(model, prompts, self.when)))
 
-    def hooks(self, model: "LoadedModel", phase: Phase = "prompt") -> list["Hook"]:
+    def hooks(self, model: "LoadedModel", phase: Phase = "prompt", prompt_end: int = -1) -> list["Hook"]:
         if self.needs_prompts:
             raise ValueError(f"{self.name} makes its edits per query: call for_prompts(model, prompts) first.")
-        return self.for_prompts(model, []).hooks(model, phase)
+        return self.for_prompts(model, []).hooks(model, phase, prompt_end)
 
     def at(self, when: When | str) -> "Deferred":
         return dataclasses.replace(self, when=When.parse(when))
@@ -171,6 +185,10 @@ class Deferred(Intervention):
     @property
     def last_token_only(self) -> bool:
         return self.when is not When.ALL
+
+    @property
+    def when_label(self) -> str:
+        return self.when.value
 
 
 # ----------------------------------------------------------------------------- edits of the methods
@@ -214,28 +232,34 @@ def _apply(op: Op, current: torch.Tensor, v: torch.Tensor, w: torch.Tensor | Non
     return (1 - w) * current + w * v
 
 
-def _edit_fn(op, v, w, heads, per_query: bool, every_position: bool):
-    """The hook for one layer. x: (B, T, H, d_head) for heads, (B, T, d_model) for the residual."""
+def _edit_fn(op, v, w, heads, per_query: bool, columns: slice):
+    """The hook for one layer. x: (B, T, H, d_head) for heads, (B, T, d_model) for the residual;
+    the edit is written into ``columns`` of T."""
 
     def edit(x: torch.Tensor, hook) -> torch.Tensor:
-        if every_position:
-            value = v.unsqueeze(1) if per_query else v  # broadcast over positions
-            current = x if heads is None else x.index_select(2, heads)
-            new = _apply(op, current, value, w).to(x.dtype)
-            return new if heads is None else x.index_copy(2, heads, new)
-        last = x[:, -1]  # (B, [H,] d)
-        current = last if heads is None else last.index_select(1, heads)
-        new = _apply(op, current, v, w)
+        if columns == slice(-1, None):  # the last column alone: computed on it only
+            last = x[:, -1]  # (B, [H,] d)
+            current = last if heads is None else last.index_select(1, heads)
+            new = _apply(op, current, v, w)
+            if heads is not None:
+                new = last.index_copy(1, heads, new.to(x.dtype))
+            return _put_columns(x, new.unsqueeze(1), columns)
+        value = v.unsqueeze(1) if per_query else v  # broadcast over positions
+        current = x if heads is None else x.index_select(2, heads)
+        new = _apply(op, current, value, w).to(x.dtype)
         if heads is not None:
-            new = last.index_copy(1, heads, new.to(x.dtype))
-        return _put_last(x, new)
+            new = x.index_copy(2, heads, new)
+        return _put_columns(x, new, columns)
 
     return edit
 
 
-def _put_last(x: torch.Tensor, value: torch.Tensor) -> torch.Tensor:
-    """x with x[:, -1] replaced by value (B, ...), out of place (autograd flows through both)."""
-    last = torch.zeros(x.shape[1], dtype=torch.bool, device=x.device)
-    last[-1] = True
-    last = last.view(1, -1, *([1] * (x.dim() - 2)))
-    return torch.where(last, value.unsqueeze(1).to(x.dtype), x)
+def _put_columns(x: torch.Tensor, value: torch.Tensor, columns: slice) -> torch.Tensor:
+    """x with the positions in ``columns`` taken from ``value`` (broadcast over positions),
+    out of place (autograd flows through both)."""
+    if columns == slice(None):
+        return value.expand_as(x).to(x.dtype) if value.shape != x.shape else value.to(x.dtype)
+    chosen = torch.zeros(x.shape[1], dtype=torch.bool, device=x.device)
+    chosen[columns] = True
+    chosen = chosen.view(1, -1, *([1] * (x.dim() - 2)))
+    return torch.where(chosen, value.to(x.dtype), x)

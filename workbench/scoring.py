@@ -1,16 +1,32 @@
-"""Answer scoring: what the answer's first token is, the losses fitted on it, and the metrics
-that judge a model's output (docs/methods.md, "Answer metrics").
+"""Answer scoring: what the answer's tokens are, the losses fitted on them, and the three
+metrics that judge a model's output (docs/methods.md, "Answer metrics").
 
-Every method, fit and evaluation scores answers through these functions:
+An answer y follows the query as ``" " + y`` and is ended by the template's separator, whose
+first token holds a line break. :func:`answer_tokens` cuts that text into the answer's tokens
+and marks two of them:
 
-* :func:`answer_first_token` / :func:`first_token_targets`: the token id a model should put
-  first after the prompt, for an answer as it follows the query (``" " + y``);
-* :func:`first_token_ce` and :func:`first_token_loss`: the cross-entropy of that token;
-* :func:`first_token_hits`, :func:`answer_probability`: accuracy and probability of it;
-* :func:`normalise`, :func:`exact_match`: the generated text against the answer.
+* the **first token that carries the answer**: the first one that is not whitespace alone.
+  SmolLM2 writes ``" 97"`` as ``" "``, ``"9"``, ``"7"``, so for digits it is the second token;
+  for ``" cold"`` it is the first. First-token accuracy and the first-token loss count the
+  tokens up to and including it, so a bare space never decides a score.
+* the **end of the answer**: the first token holding a line break; the answer loss runs up to
+  and including it, so a fit also learns where the answer stops.
+
+The three metrics of a generated continuation (every table names the one it shows):
+
+* ``first_token_acc``: greedy decoding starts with the answer's tokens up to its first
+  token that carries the answer;
+* ``prefix_match``: the output starts with the answer, followed by a word boundary (the
+  SITE and FV papers' convention; "9" is no prefix match of "97");
+* ``exact_match``: the output's first line equals the answer.
+
+Text is compared after :func:`normalise`: stripped, spaces collapsed, lowercased unless the
+task is case-sensitive.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import torch
 
@@ -19,53 +35,100 @@ from workbench.model.heads import Hook
 from workbench.model.loading import LoadedModel
 from workbench.tasks.prompts import answer_text
 
-METRICS = {"first_token_acc": "first-token accuracy", "exact_match": "exact match"}
+METRICS = {
+    "first_token_acc": "first-token accuracy",
+    "prefix_match": "prefix match",
+    "exact_match": "exact match",
+}
+METRIC_NOTES = {
+    "first_token_acc": "greedy output starts with the answer's tokens up to the first one that carries it",
+    "prefix_match": "the output starts with the answer, then a word boundary",
+    "exact_match": "the output's first line equals the answer",
+}
 
 
-# ----------------------------------------------------------------------------- the target token
+# ----------------------------------------------------------------------------- the answer's tokens
+
+
+@dataclass(frozen=True)
+class AnswerTokens:
+    """An answer's tokens as they follow the prompt, with the end-of-answer token last."""
+
+    ids: tuple[int, ...]  # " " + y + separator, up to and including the first token with a line break
+    first: int  # index of the first token that carries the answer (not whitespace alone)
+    end: int  # index of the end-of-answer token (== len(ids) - 1), or len(ids) if none was found
+
+    @property
+    def target(self) -> int:
+        """The first token that carries the answer."""
+        return self.ids[self.first]
+
+    @property
+    def first_ids(self) -> tuple[int, ...]:
+        """The tokens a first-token score reads: up to and including :attr:`target`."""
+        return self.ids[: self.first + 1]
+
+
+def answer_tokens(tokenizer, answer: str, separator: str = "\n") -> AnswerTokens:
+    """Tokenise ``" " + answer + separator`` and mark the first token that carries the answer
+    and the end-of-answer token (the first one holding a line break)."""
+    ids = tokenizer(answer_text(answer) + separator, add_special_tokens=False).input_ids
+    pieces = [tokenizer.decode([i]) for i in ids]
+    end = next((i for i, piece in enumerate(pieces) if "\n" in piece), len(ids))
+    # a token may hold the answer's last characters and the line break together: what comes
+    # before the break is answer text
+    carries = [piece.split("\n", 1)[0].strip() for piece in pieces[: end + 1]]
+    first = next((i for i, text in enumerate(carries) if text), None)
+    if first is None:
+        raise ValueError(f"Answer {answer!r} encodes to no token that carries it.")
+    return AnswerTokens(tuple(ids[: end + 1]), first, end)
 
 
 def answer_first_token(model: LoadedModel, answer: str) -> int:
-    """Id of the first token of an answer as it follows a prompt (with its leading space)."""
-    ids = model.tokenizer(answer, add_special_tokens=False).input_ids
-    if not ids:
-        raise ValueError(f"Answer {answer!r} encodes to no tokens.")
-    return int(ids[0])
+    """Id of the first token that carries ``answer`` (given without its leading space)."""
+    return answer_tokens(model.tokenizer, answer).target
 
 
 def answer_token_count(model: LoadedModel, answer: str) -> int:
-    return len(model.tokenizer(answer, add_special_tokens=False).input_ids)
+    """Tokens of the answer up to and including its end-of-answer token."""
+    return len(answer_tokens(model.tokenizer, answer).ids)
 
 
 def first_token_targets(model: LoadedModel, answers: list[str]) -> torch.Tensor:
-    """(B,) first-token ids of answers ``y`` as they follow the query (``answer_text(y)``)."""
-    return torch.tensor([answer_first_token(model, answer_text(y)) for y in answers], device=model.device)
+    """(B,) the first token that carries each answer ``y``."""
+    return torch.tensor([answer_first_token(model, y) for y in answers], device=model.device)
 
 
 # ----------------------------------------------------------------------------- losses and hits
 
 
 def first_token_ce(logits: torch.Tensor, targets: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
-    """Cross-entropy of the target first tokens: logits (B, vocab), targets (B,)."""
-    return torch.nn.functional.cross_entropy(logits.float(), targets, reduction=reduction)
+    """Cross-entropy of target tokens: logits (B, vocab), targets (B,); -100 targets are ignored."""
+    return torch.nn.functional.cross_entropy(logits.float(), targets, reduction=reduction, ignore_index=-100)
 
 
 def first_token_hits(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """(B,) bool: the argmax is the target first token."""
+    """(B,) bool: the argmax is the target token."""
     return logits.argmax(-1) == targets
 
 
 def answer_probability(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """(B,) probability of each query's target first token."""
+    """(B,) probability of each query's target token."""
     return logits.float().softmax(-1).gather(1, targets[:, None])[:, 0]
 
 
 def first_token_loss(
     model: LoadedModel, prompts: list[str], answers: list[str], hooks: list[Hook] = ()
 ) -> torch.Tensor:
-    """Mean cross-entropy of each answer's first token at the last prompt token (differentiable)."""
+    """Mean cross-entropy of each answer's first token, for answers whose first token carries
+    them (single-position, at the last prompt token; differentiable)."""
     logits = inference.last_logits(model, prompts, hooks)  # (B, vocab)
     return first_token_ce(logits, first_token_targets(model, answers))
+
+
+def starts_with_answer(generated: list[int], answer: AnswerTokens) -> bool:
+    """The greedy tokens begin with the answer's tokens up to its first token that carries it."""
+    return tuple(generated[: answer.first + 1]) == answer.first_ids
 
 
 # ----------------------------------------------------------------------------- generated text
@@ -81,3 +144,13 @@ def normalise(text: str, case_sensitive: bool = False) -> str:
 def exact_match(prediction: str, answer: str, case_sensitive: bool = False) -> bool:
     """The output's first line equals the answer (both normalised)."""
     return normalise(prediction, case_sensitive) == normalise(answer, case_sensitive)
+
+
+def prefix_match(prediction: str, answer: str, case_sensitive: bool = False) -> bool:
+    """The output starts with the answer and the answer ends there or at a word boundary
+    (the next character is not a letter or digit)."""
+    output, target = normalise(prediction, case_sensitive), normalise(answer, case_sensitive)
+    if not target or not output.startswith(target):
+        return False
+    rest = output[len(target) :]
+    return not rest or not rest[0].isalnum()

@@ -8,9 +8,12 @@
 Each method is fitted on the task's train split (or, with ``--reuse-bundled``, loaded from
 the bundled run of the same template when there is one: its fit time is the one recorded
 in the run, note "bundled"), then every method is evaluated on the same test queries, in
-one run: first-token accuracy, exact match, fit time, time per query, prompt tokens and
-peak memory. Prints markdown and writes CSVs to analyses/results/; the CSVs are rewritten
-after every task, so ``--resume`` skips the tasks already done.
+one run: the three answer metrics (first-token accuracy, prefix match, exact match), fit
+time, time per query, prompt tokens and peak memory. Rows "<method> | ICL-correct" score a
+method on the test items 10-shot ICL answers correctly (first token), as Todd et al. report
+FV. ``--set LTV.loss=answer`` and the like change a method's settings. Prints markdown and
+writes CSVs to analyses/results/; the CSVs are rewritten after every task, so ``--resume``
+skips the tasks already done.
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ from tqdm import tqdm
 
 from workbench import atomic
 from workbench.experiments.comparison import RESULTS, compare_methods
-from workbench.experiments.evaluation import majority_baseline
+from workbench.experiments.evaluation import majority_baseline, summarize
 from workbench.experiments.measure import Measure
 from workbench.methods import METHODS
 from workbench.model.loading import DEFAULT_MODEL, load_model
@@ -41,8 +44,24 @@ def bundled_fit(model, task, name: str, template: str):
     return from_run(run, model)
 
 
+def parse_settings(items: list[str]) -> dict[str, dict]:
+    """["LTV.loss=answer", "SITE.when=generated"] -> {"LTV": {"loss": "answer"}, ...}, values
+    cast to the config field's type."""
+    settings: dict[str, dict] = {}
+    for item in items:
+        key, _, value = item.partition("=")
+        name, _, field = key.partition(".")
+        if name not in METHODS or not field or not value:
+            raise SystemExit(f"error: --set {item!r}: use METHOD.setting=value with a method of {', '.join(METHODS)}")
+        default = getattr(METHODS[name].Config(), field, None)
+        if field not in METHODS[name].Config.__dataclass_fields__:
+            raise SystemExit(f"error: --set {item!r}: {name} has no setting {field!r}")
+        settings.setdefault(name, {})[field] = type(default)(value) if default is not None else value
+    return settings
+
+
 def bench_task(model, task, template: str, shots: int, limit: int | None, methods: list[str], reuse: set[str],
-               store):
+               store, settings: dict | None = None):
     """Fit every method on the task (timed), then evaluate all of them on the same queries."""
     fits, fitting = {}, {}
     for name in methods:
@@ -52,16 +71,19 @@ def bench_task(model, task, template: str, shots: int, limit: int | None, method
             continue
         method = METHODS[name]
         with Measure(model.device) as m:
-            fits[name] = method.fit(model, task, method.Config(template=template))
+            fits[name] = method.fit(model, task, method.Config(template=template, **(settings or {}).get(name, {})))
         fitting[name] = {"fit_s": m.seconds, "fit_peak_mib": m.peak_mib, "note": ""}
     per_query, summary = compare_methods(model, task, fits, template=template, shots=shots, limit=limit)
+    summary = pd.concat([summary, icl_correct_rows(per_query, shots)], ignore_index=True)
     majority = majority_baseline(task, limit=limit)
     rows = [
         {
             "task": task.name,
             "method": s.method,
             "first": s.first_token_acc,
+            "prefix": s.prefix_match,
             "exact": s.exact_match,
+            "when": s.when,
             "fit_s": float("nan"),
             "s_per_query": s.seconds_per_query,
             "tokens": s.prompt_tokens,
@@ -77,11 +99,26 @@ def bench_task(model, task, template: str, shots: int, limit: int | None, method
     for name, fit in fits.items():
         if store is not None and fitting[name]["note"] != "bundled":
             row = next(r for r in rows if r["method"] == name)
-            scores = {"test_first_token_acc": row["first"], "test_exact_match": row["exact"], "n_test": int(row["n"]),
+            scores = {"test_first_token_acc": row["first"], "test_prefix_match": row["prefix"],
+                      "test_exact_match": row["exact"], "n_test": int(row["n"]), "when": row["when"],
                       "s_per_query": row["s_per_query"], "prompt_tokens": row["tokens"],
                       "fit_peak_mib": row["fit_peak_mib"], "eval_peak_mib": row["eval_peak_mib"]}
             store.save(to_run(fit, model, task, metrics={task.name: scores}))
     return rows, per_query
+
+
+def icl_correct_rows(per_query: pd.DataFrame, shots: int) -> pd.DataFrame:
+    """Every fitted method again on the test items k-shot ICL answers correctly (first token):
+    methods "<name> | ICL-correct"."""
+    icl = per_query[per_query["method"] == f"{shots}-shot ICL"]
+    correct = set(icl.loc[icl["first_token_correct"], "input"])
+    baselines = {"zero-shot", f"{shots}-shot ICL"}
+    subset = per_query[~per_query["method"].isin(baselines) & per_query["input"].isin(correct)]
+    if subset.empty:
+        return pd.DataFrame()
+    summary = summarize(subset.assign(method=subset["method"] + " | ICL-correct"))
+    summary["eval_peak_mib"] = float("nan")
+    return summary
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -99,7 +136,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--store", default=None, help="save every fit into this run store")
     parser.add_argument("--out", type=Path, default=RESULTS)
     parser.add_argument("--resume", action="store_true", help="keep the tasks already in the output CSVs")
+    parser.add_argument("--set", nargs="*", default=[], metavar="METHOD.SETTING=VALUE",
+                        help="change a method's setting, e.g. LTV.loss=answer SITE.when=generated")
+    parser.add_argument("--suffix", default="", help="added to the output file names (e.g. _5tasks)")
     args = parser.parse_args(argv)
+    settings = parse_settings(args.set)
 
     model = load_model(args.model)
     store = RunStore(args.store) if args.store else None
@@ -107,7 +148,7 @@ def main(argv: list[str] | None = None) -> None:
         f"model {model.name} on {model.device}; template {get_template(args.template).describe()}\n",
         flush=True,
     )
-    stem = f"methods_{args.model.replace('/', '--')}_{args.template}"
+    stem = f"methods_{args.model.replace('/', '--')}_{args.template}{args.suffix}"
     paths = args.out / f"{stem}.csv", args.out / f"{stem}_per_query.csv"
     table, per_query = pd.DataFrame(), pd.DataFrame()
     if args.resume and all(path.exists() for path in paths):
@@ -118,20 +159,21 @@ def main(argv: list[str] | None = None) -> None:
     ):
         task_rows, frame = bench_task(
             model, load_task(name), args.template, args.shots, args.limit, args.methods, set(args.reuse_bundled),
-            store,
+            store, settings,
         )
         table = pd.concat([table, pd.DataFrame(task_rows)], ignore_index=True)
         per_query = pd.concat([per_query, frame.drop(columns=["prompt"])], ignore_index=True)
         for frame_, path in zip((table, per_query), paths):  # after every task
             atomic.write_text(path, frame_.to_csv(index=False))
     order = list(dict.fromkeys(table["method"]))
-    for value in ("first", "exact"):
+    names = {"first": "First-token accuracy", "prefix": "Prefix match", "exact": "Exact match"}
+    for value, title in names.items():
         wide = table.pivot(index="task", columns="method", values=value)[order]
         wide.loc["MEAN"] = wide.mean()
-        print(f"## {'First-token accuracy' if value == 'first' else 'Exact match'}, test split\n")
+        print(f"## {title}, test split, template {args.template}\n")
         print(wide.to_markdown(floatfmt=".2f"), "\n")
     means = table.groupby("method", sort=False)[
-        ["first", "exact", "fit_s", "s_per_query", "tokens", "fit_peak_mib", "eval_peak_mib"]
+        ["first", "prefix", "exact", "fit_s", "s_per_query", "tokens", "fit_peak_mib", "eval_peak_mib"]
     ].mean()
     print(
         "## Means over tasks: accuracy, fit time (s), time per query (s), prompt tokens, peak memory (MiB)\n"

@@ -3,7 +3,8 @@
 :func:`compare_methods` evaluates zero-shot, k-shot ICL and each given fit on the same
 queries, timing each and measuring its peak memory. The all-methods benchmark
 (``analyses/scripts/bench_methods.py``) saves one row per (task, method) with the columns
-first, exact (test accuracies), tokens (prompt tokens per query), s_per_query and fit_s;
+first, prefix, exact (the three test metrics), tokens (prompt tokens per query),
+s_per_query and fit_s;
 :func:`from_summary` turns a comparison computed in the app into the same columns.
 
 * :func:`read_benchmark`, :func:`benchmark_files`: the saved tables and their templates;
@@ -109,6 +110,7 @@ def from_summary(summary: pd.DataFrame, fit_seconds: dict | None = None) -> pd.D
     frame = summary.rename(
         columns={
             "first_token_acc": "first",
+            "prefix_match": "prefix",
             "exact_match": "exact",
             "seconds_per_query": "s_per_query",
             "prompt_tokens": "tokens",
@@ -122,10 +124,11 @@ def task_view(table: pd.DataFrame, task: str = MEAN) -> pd.DataFrame:
     """One task's rows, or the mean over tasks (``MEAN``; only tasks where every method
     ran), one row per method in :func:`method_order`."""
     if task == MEAN:
-        counts = table.groupby("task")["method"].nunique()
+        base = table[~table["method"].str.contains(" | ", regex=False)]  # subset rows may be missing
+        counts = base.groupby("task")["method"].nunique()
         complete = counts[counts == counts.max()].index
         rows = table[table["task"].isin(complete)]
-        numeric = [c for c in ("first", "exact", "tokens", "s_per_query", "fit_s") if c in rows]
+        numeric = [c for c in ("first", "prefix", "exact", "tokens", "s_per_query", "fit_s") if c in rows]
         view = rows.groupby("method", sort=False)[numeric].mean().reset_index()
         view.insert(0, "task", f"{MEAN} ({len(complete)})")
     else:

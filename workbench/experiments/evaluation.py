@@ -2,15 +2,16 @@
 
 A method is evaluated as (prompts, intervention): zero-shot and k-shot ICL are plain
 prompts with no intervention; the vector methods pass zero-shot prompts plus an
-:class:`workbench.interventions.Intervention`. Metrics (:mod:`workbench.scoring`,
-docs/methods.md):
+:class:`workbench.interventions.Intervention`. Every query is decoded greedily up to the end
+of its line and scored three ways (:mod:`workbench.scoring`, docs/methods.md):
 
-* first-token accuracy: the argmax at the last prompt token is the answer's first token;
-* exact match: greedy decoding, first line of the output, normalised (stripped, spaces
-  collapsed, lowercased unless the task is case-sensitive) equals the normalised answer.
+* first-token accuracy: the output starts with the answer's tokens up to the first one
+  that carries it (a bare space never counts);
+* prefix match: the output starts with the answer, then a word boundary;
+* exact match: the output's first line equals the answer.
 
-Every row records the method, template, shots and the prompt's token count, so any
-table built from these frames says how it was made.
+Every row records the method, template, shots, when the intervention acts and the prompt's
+token count, so any table built from these frames says how it was made.
 """
 
 from __future__ import annotations
@@ -25,12 +26,17 @@ from workbench import scoring
 from workbench.interventions import Intervention
 from workbench.model import inference
 from workbench.model.loading import LoadedModel
-from workbench.scoring import normalise
-from workbench.tasks.prompts import PromptTemplate, answer_text, build_prompts, get_template
+from workbench.scoring import METRICS, normalise
+from workbench.tasks.prompts import PromptTemplate, build_prompts, get_template
 from workbench.tasks.task import Task
 
 Progress = Callable[[int, int], None]
-PER_QUERY_VALUES = {"prediction": "prediction", "exact_match": "exact", "first_token_correct": "first token"}
+PER_QUERY_VALUES = {
+    "prediction": "prediction",
+    "first_token_correct": "first token",
+    "prefix_match": "prefix",
+    "exact_match": "exact",
+}
 
 
 def evaluate(
@@ -57,9 +63,10 @@ def evaluate(
     queries = [x for x, _ in items]
     prompts = build_prompts(template, queries, splits.train, shots, seed=seed)
     method = method or (intervention.name if intervention else ("zero-shot" if shots == 0 else f"{shots}-shot ICL"))
+    when = intervention.when_label if intervention else ""
     if max_new_tokens is None:
-        longest = max(scoring.answer_token_count(model, answer_text(y)) for _, y in items)
-        max_new_tokens = min(longest + 2, 24)
+        longest = max(len(scoring.answer_tokens(model.tokenizer, y, template.separator).ids) for _, y in items)
+        max_new_tokens = min(longest + 2, 32)
 
     rows = []
     for start in range(0, len(items), batch_size):
@@ -69,9 +76,9 @@ def evaluate(
         active = intervention.for_prompts(model, batch_prompts) if intervention else None
         gen = inference.generate(model, batch_prompts, active, max_new_tokens=max_new_tokens)
         seconds = (time.perf_counter() - t0) / len(batch_prompts)
-        predicted_first = gen.first_logits.argmax(-1).tolist()
         for i, (x, y) in enumerate(items[chunk]):
-            target_first = scoring.answer_first_token(model, answer_text(y))
+            answer = scoring.answer_tokens(model.tokenizer, y, template.separator)
+            generated = gen.new_tokens[i].tolist()
             prediction = normalise(gen.texts[i], task.case_sensitive)
             rows.append(
                 {
@@ -79,13 +86,15 @@ def evaluate(
                     "method": method,
                     "template": template.name,
                     "shots": shots,
+                    "when": when,
                     "input": x,
                     "target": y,
                     "prediction": prediction,
+                    "first_token_correct": scoring.starts_with_answer(generated, answer),
+                    "prefix_match": scoring.prefix_match(gen.texts[i], y, task.case_sensitive),
                     "exact_match": scoring.exact_match(prediction, y, task.case_sensitive),
-                    "first_token_target": model.tokenizer.decode([target_first]),
-                    "first_token_pred": model.tokenizer.decode([predicted_first[i]]),
-                    "first_token_correct": predicted_first[i] == target_first,
+                    "first_token_target": model.tokenizer.decode([answer.target]),
+                    "first_token_pred": _first_carrying(model, generated),
                     "prompt_tokens": gen.prompt_tokens[i],
                     "seconds": seconds,
                     "prompt": batch_prompts[i],
@@ -94,6 +103,12 @@ def evaluate(
         if progress:
             progress(min(start + batch_size, len(items)), len(items))
     return pd.DataFrame(rows)
+
+
+def _first_carrying(model: LoadedModel, tokens: list[int]) -> str:
+    """The first generated token that is not whitespace alone (what first-token accuracy reads)."""
+    pieces = [model.tokenizer.decode([t]) for t in tokens]
+    return next((piece for piece in pieces if piece.strip()), pieces[0] if pieces else "")
 
 
 def majority_baseline(task: Task, split: str = "test", seed: int = 0, limit: int | None = None) -> float:
@@ -107,12 +122,12 @@ def majority_baseline(task: Task, split: str = "test", seed: int = 0, limit: int
 
 def summarize(results: pd.DataFrame) -> pd.DataFrame:
     """Per (task, method): accuracies, prompt tokens and time per query."""
-    keys = [k for k in ("model", "task", "method", "template", "shots") if k in results.columns]
+    keys = [k for k in ("model", "task", "method", "template", "shots", "when") if k in results.columns]
     grouped = results.groupby(keys, sort=False)
+    columns = {"first_token_acc": "first_token_correct", "prefix_match": "prefix_match", "exact_match": "exact_match"}
     table = grouped.agg(
         n=("exact_match", "size"),
-        first_token_acc=("first_token_correct", "mean"),
-        exact_match=("exact_match", "mean"),
+        **{metric: (columns[metric], "mean") for metric in METRICS if columns[metric] in results.columns},
         prompt_tokens=("prompt_tokens", "mean"),
         seconds_per_query=("seconds", "mean"),
     )

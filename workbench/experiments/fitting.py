@@ -20,8 +20,10 @@ def metrics_from_summary(summary_row) -> dict:
     """A run's test metrics for one task from a row of :func:`evaluate`'s summary."""
     return {
         "test_first_token_acc": float(summary_row.first_token_acc),
+        "test_prefix_match": float(summary_row.prefix_match),
         "test_exact_match": float(summary_row.exact_match),
         "n_test": int(summary_row.n),
+        "when": summary_row.when,
     }
 
 

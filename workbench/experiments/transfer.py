@@ -48,6 +48,7 @@ CellProgress = Callable[[int, int, str, str], None]  # (cells done, cells, sourc
 TRANSFER_VALUES = {
     "relative": "relative to own alpha (first token)",
     "first_token_acc": "first-token accuracy",
+    "prefix_match": "prefix match",
     "exact_match": "exact match",
     "relative_exact_match": "relative to own alpha (exact match)",
 }
@@ -65,6 +66,7 @@ COLUMNS = [
     "relative",
     "relative_exact_match",
 ]
+OPTIONAL_COLUMNS = ["prefix_match"]  # tables computed before the third metric lack it
 
 
 class Source(NamedTuple):
@@ -203,6 +205,7 @@ def summarize_transfer(per_query: pd.DataFrame) -> pd.DataFrame:
             k=("k", "first"),
             n=("exact_match", "size"),
             first_token_acc=("first_token_correct", "mean"),
+            **({"prefix_match": ("prefix_match", "mean")} if "prefix_match" in per_query else {}),
             exact_match=("exact_match", "mean"),
         )
         .reset_index()
@@ -213,7 +216,7 @@ def summarize_transfer(per_query: pd.DataFrame) -> pd.DataFrame:
     frame["own_exact_match"] = frame["target"].map(own["exact_match"])
     frame["relative"] = _ratio(frame["first_token_acc"], frame["own_first_token_acc"])
     frame["relative_exact_match"] = _ratio(frame["exact_match"], frame["own_exact_match"])
-    return frame[COLUMNS]
+    return frame[COLUMNS + [c for c in OPTIONAL_COLUMNS if c in frame]]
 
 
 def _with_source_columns(frame: pd.DataFrame) -> pd.DataFrame:

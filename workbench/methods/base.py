@@ -40,6 +40,12 @@ class MethodConfig:
 
     template: str = DEFAULT_TEMPLATE  # prompt template (name or custom format), recorded with every result
     seed: int = 0  # split, prompt sampling and initialisation
+    when: str = "last"  # where the intervention acts: "last" prompt token, or also every "generated" token
+
+    def __post_init__(self) -> None:
+        self.when = When.parse(self.when).value
+        if self.when == When.ALL.value:
+            raise ValueError("Methods fit on cached prefixes: 'when' is 'last' or 'generated', not 'all'.")
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -81,7 +87,8 @@ class Method(ABC):
     ) -> "Method": ...
 
     @abstractmethod
-    def intervention(self, task: str | None = None, when: When = When.LAST) -> Intervention: ...
+    def intervention(self, task: str | None = None, when: When | str | None = None) -> Intervention:
+        """The edit on a zero-shot query of ``task``, acting ``when`` (default: the config's)."""
 
     def head_map(self) -> torch.Tensor:
         """(L, H) on the CPU, float32: the method's per-head values (see ``head_map_info``)."""
@@ -123,6 +130,9 @@ class Method(ABC):
 
     def _head_values(self) -> torch.Tensor:
         raise NotImplementedError
+
+    def _when(self, when: When | str | None) -> When:
+        return When.parse(self.config.when if when is None else when)
 
     def _task(self, task: str | None) -> str:
         """``task`` (default: the first fitted task), checked to be one of this fit's tasks."""

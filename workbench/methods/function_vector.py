@@ -1,19 +1,22 @@
 """Function Vector (Todd et al. 2023; docs/methods.md, "FV").
 
-1. Mean head outputs a[l,h]: the mean of z[l,h] (before W_O) at the last token of M k-shot
-   train prompts (the task embedding, :func:`workbench.methods.activations.task_embedding`).
-                                                                        (L, H, d_head)
-2. Average indirect effect of each head: N k-shot prompts whose demonstration labels are
-   shuffled (the query's own answer stays the target); put a[l,h] into that ONE head at the
-   last token and measure the gain in the probability of the answer's first token:
+0. As Todd et al. do: k-shot prompts from the fitting pool are kept only where k-shot ICL
+   answers them correctly (first-token score); each keeps a twin whose demonstration labels
+   are shuffled among the pool (same inputs and order, the query's own answer unchanged).
+1. Mean head outputs a[l,h]: the mean of z[l,h] (before W_O) at the last token of the first
+   M correct prompts (the task embedding).                              (L, H, d_head)
+2. Average indirect effect of each head, on the shuffled twins of the first N correct
+   prompts: put a[l,h] into that ONE head at the last token and measure the gain in the
+   probability of the answer's first token (teacher-forced through any leading space):
        AIE[l,h] = mean_prompts P(y | z[l,h] := a[l,h]) - P(y)           (L, H)
    This map is FV's head map.
 3. FV = sum over the top-k heads by AIE of W_O[l,h] a[l,h]               (d_model,)
 4. Intervention: FV is ADDED to the residual after one layer, at the last token of the
-   zero-shot query. Every layer is tried on the valid split (about L/3 wins ties).
+   zero-shot query (and every generated token with ``when="generated"``). Every layer is
+   tried on the selection queries (about L/3 wins ties).
 
-Steps 2 and 4 only change the last token, so each prompt's prefix is run once and cached:
-a head's effect costs one token per shuffled prompt.
+Steps 0, 2 and 4 only score the last prompt token and the answer after it, so each prompt's
+prefix is run once and cached: a head's effect costs a token or two per shuffled prompt.
 """
 
 from __future__ import annotations
@@ -26,15 +29,14 @@ import numpy as np
 import pandas as pd
 import torch
 
-from workbench import scoring
 from workbench.interventions import Intervention, When, add_to_residual, replace_head
 from workbench.methods.activations import task_embedding
 from workbench.methods.base import HeadMap, Method, MethodConfig
-from workbench.methods.selection import best_layer, layer_sweep, top_heads, top_k_mask
-from workbench.model import inference
+from workbench.methods.queries import answer_probability, hits, prompt_batches
+from workbench.methods.selection import best_layer, layer_sweep, selection_split, top_heads, top_k_mask
 from workbench.model.loading import LoadedModel
-from workbench.tasks.prompts import get_template, train_prompts
-from workbench.tasks.task import Task
+from workbench.tasks.prompts import PromptTemplate, get_template, train_prompts
+from workbench.tasks.task import Pair
 
 
 @dataclass(kw_only=True)
@@ -42,22 +44,43 @@ class FunctionVectorConfig(MethodConfig):
     shots: int = 10  # demonstrations per prompt, for the means and the shuffled prompts
     n_prompts: int = 50  # M: prompts averaged into a[l,h]
     n_shuffled: int = 25  # N: shuffled-label prompts averaged into the indirect effect
+    candidates: int = 200  # k-shot prompts tried for the ones ICL answers correctly
     top_k: int = 10  # heads summed into the vector (clipped to L * H)
-    layer: int | None = None  # None: the best layer of the valid sweep
+    layer: int | None = None  # None: the best layer of the selection sweep
     batch_size: int = 16
 
 
-# ----------------------------------------------------------------------------- step 2
+# ----------------------------------------------------------------------------- steps 0 and 2
 
 
-def shuffled_label_prompts(
-    task: Task, template=None, shots: int = 10, n_prompts: int = 25, seed: int = 0
-) -> tuple[list[str], list[str]]:
-    """k-shot train prompts whose demonstrations carry shuffled labels, and the true answers."""
-    train = task.split(seed).train
-    order = np.random.default_rng(seed + 2).permutation(len(train))
-    shuffled = [(x, train[j][1]) for (x, _), j in zip(train, order)]  # each input gets another pair's label
-    return train_prompts(task, template, shots, n_prompts, seed, demo_pool=shuffled)
+def shuffled_labels(pool: list[Pair], seed: int = 0) -> list[Pair]:
+    """The pool with its labels permuted: each input carries another pair's answer."""
+    order = np.random.default_rng(seed + 2).permutation(len(pool))
+    return [(x, pool[j][1]) for (x, _), j in zip(pool, order)]
+
+
+@dataclass
+class IclPrompts:
+    clean: list[str]  # k-shot prompts k-shot ICL answers correctly
+    shuffled: list[str]  # their twins with shuffled demonstration labels
+    answers: list[str]
+    candidates: int  # prompts tried
+    fallback: bool  # no prompt was answered correctly: every candidate was kept
+
+
+def icl_correct_prompts(
+    model: LoadedModel, pool: list[Pair], template: PromptTemplate, shots: int, candidates: int, seed: int,
+    batch_size: int = 16,
+) -> IclPrompts:
+    """Candidate k-shot prompts from ``pool`` that k-shot ICL answers correctly (first-token
+    score), with their shuffled-label twins (same query picks and demonstration order)."""
+    clean, answers = train_prompts(pool, template, shots, candidates, seed)
+    shuffled, _ = train_prompts(pool, template, shots, candidates, seed, demo_pool=shuffled_labels(pool, seed))
+    right = [bool(h) for batch in prompt_batches(model, clean, answers, template.separator, batch_size)
+             for h in hits(model, batch)]
+    keep = [i for i, ok in enumerate(right) if ok] or list(range(len(clean)))
+    return IclPrompts([clean[i] for i in keep], [shuffled[i] for i in keep], [answers[i] for i in keep],
+                      len(clean), not any(right))
 
 
 @torch.no_grad()
@@ -66,6 +89,7 @@ def indirect_effects(
     prompts: list[str],
     answers: list[str],
     activations: torch.Tensor,
+    separator: str = "\n",
     batch_size: int = 16,
     progress: Callable[[int, int], None] | None = None,
 ) -> torch.Tensor:
@@ -73,17 +97,14 @@ def indirect_effects(
     shape = model.heads.shape
     activations = activations.to(model.device)
     effects = torch.zeros(shape.n_layers, shape.n_heads, device=model.device)
-    starts = range(0, len(prompts), batch_size)
-    total, done = len(starts) * shape.n_layers * shape.n_heads, 0
-    for start in starts:
-        cached = inference.cache_prefixes(model, prompts[start : start + batch_size])
-        targets = scoring.first_token_targets(model, answers[start : start + batch_size])  # (B,)
-        unpatched = scoring.answer_probability(inference.cached_last_logits(model, cached), targets)  # (B,)
+    batches = prompt_batches(model, prompts, answers, separator, batch_size)
+    total, done = len(batches) * shape.n_layers * shape.n_heads, 0
+    for batch in batches:
+        unpatched = answer_probability(model, batch)  # (B,)
         for layer in range(shape.n_layers):
             for head in range(shape.n_heads):
-                patch = replace_head(layer, head, activations[layer, head])
-                logits = inference.cached_last_logits(model, cached, patch.hooks(model, "prompt"))
-                effects[layer, head] += (scoring.answer_probability(logits, targets) - unpatched).sum()
+                patch = Intervention("patch", (replace_head(layer, head, activations[layer, head]),))
+                effects[layer, head] += (answer_probability(model, batch, patch) - unpatched).sum()
                 done += 1
                 if progress:
                     progress(done, total)
@@ -119,26 +140,32 @@ class FunctionVector(Method):
     sweep: pd.DataFrame  # layer, first_token_acc, loss (valid split)
     effect_seconds: float = 0.0
     zero_shot_valid: dict = field(default_factory=dict)
+    icl_prompts: dict = field(default_factory=dict)  # candidates tried, correct ones used
 
     @classmethod
     def fit(cls, model, tasks, config=None, progress=None) -> "FunctionVector":
         (task,) = cls._tasks(tasks)
         config = cls._config(config)
         template = get_template(config.template)
+        when = When.parse(config.when)
         shape = model.heads.shape
+        pairs = selection_split(task, config.seed)
 
         def stage(name: str):
             return (lambda done, total: progress(name, done, total, {})) if progress else None
 
         t0 = time.perf_counter()
+        # step 0
+        icl = icl_correct_prompts(
+            model, pairs.fit, template, config.shots, config.candidates, config.seed, config.batch_size
+        )
         # step 1
-        activations = task_embedding(
-            model, task, template, config.shots, config.n_prompts, config.seed, config.batch_size
-        )  # (L, H, d_head)
+        activations = task_embedding(model, icl.clean[: config.n_prompts], config.batch_size)  # (L, H, d_head)
         # step 2
-        prompts, answers = shuffled_label_prompts(task, template, config.shots, config.n_shuffled, config.seed)
+        n = config.n_shuffled
         effects = indirect_effects(
-            model, prompts, answers, activations, config.batch_size, stage("indirect effect")
+            model, icl.shuffled[:n], icl.answers[:n], activations, template.separator, config.batch_size,
+            stage("indirect effect"),
         )  # (L, H)
         effect_seconds = time.perf_counter() - t0
         # step 3
@@ -147,11 +174,9 @@ class FunctionVector(Method):
 
         # step 4
         def intervention_at(layer: int) -> Intervention:
-            return Intervention("FV", (add_to_residual(vector[None], (layer,)),))
+            return Intervention("FV", (add_to_residual(vector[None], (layer,), when),))
 
-        sweep, zero_shot = layer_sweep(
-            model, task, intervention_at, template, config.seed, progress=stage("layer sweep")
-        )
+        sweep, zero_shot = layer_sweep(model, pairs.select, intervention_at, template, progress=stage("layer sweep"))
         layer = config.layer if config.layer is not None else best_layer(sweep, prefer=shape.n_layers // 3)
         return cls(
             tasks=[task.name],
@@ -164,6 +189,9 @@ class FunctionVector(Method):
             sweep=sweep,
             effect_seconds=effect_seconds,
             zero_shot_valid=zero_shot,
+            icl_prompts={"candidates": icl.candidates, "correct": 0 if icl.fallback else len(icl.clean),
+                         "means": min(config.n_prompts, len(icl.clean)), "effects": min(n, len(icl.shuffled)),
+                         "fallback_to_all": icl.fallback},
             fit_seconds=time.perf_counter() - t0,
         )
 
@@ -172,9 +200,9 @@ class FunctionVector(Method):
         """The top-k heads summed into the vector, largest effect first."""
         return top_heads(self.effects, self.top_k)
 
-    def intervention(self, task: str | None = None, when: When = When.LAST) -> Intervention:
+    def intervention(self, task: str | None = None, when: When | str | None = None) -> Intervention:
         self._task(task)
-        return Intervention(self.name, (add_to_residual(self.vector[None], (self.layer,), when),))
+        return Intervention(self.name, (add_to_residual(self.vector[None], (self.layer,), self._when(when)),))
 
     def _head_values(self) -> torch.Tensor:
         return self.effects
@@ -195,6 +223,7 @@ class FunctionVector(Method):
             "sweep": self.sweep.to_dict(orient="list"),
             "zero_shot_valid": self.zero_shot_valid,
             "effect_seconds": self.effect_seconds,
+            "icl_prompts": self.icl_prompts,
         }
 
     @classmethod
@@ -209,4 +238,5 @@ class FunctionVector(Method):
             sweep=pd.DataFrame(record.get("sweep", {})),
             zero_shot_valid=record.get("zero_shot_valid", {}),
             effect_seconds=float(record.get("effect_seconds", 0.0)),
+            icl_prompts=record.get("icl_prompts", {}),
         )

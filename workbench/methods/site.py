@@ -1,18 +1,22 @@
 """SITE: soft injection of task embeddings (docs/methods.md, "SITE").
 
-1. Task embedding t[l,h]: the mean, over M k-shot prompts from the train split, of each
+1. Task embedding t[l,h]: the mean, over M k-shot prompts from the fitting pool, of each
    head's output z[l,h] (before W_O) at the last prompt token.          (L, H, d_head)
 2. Soft head selection: beta[l,h], initialised 0; alpha = sigmoid(beta).  (L, H)
-3. Injection at the last prompt token of a zero-shot query, every layer:
+3. Injection at the last prompt token of a zero-shot query (and at every generated token
+   with ``when="generated"``), every layer:
        z'[l,h] = (1 - alpha[l,h]) * z[l,h] + alpha[l,h] * t[l,h]
    and the layer's attention output is recomputed from z' through W_O (the edit sits on
    W_O's input, so the model does that itself).
-4. Fit beta with Adam on the cross-entropy of the answer's first token on zero-shot train
-   queries, model frozen; keep the step with the lowest valid loss.
+4. Fit beta with Adam on the cross-entropy of the answer (``loss="first_token"``: its
+   tokens up to the first that carries it; ``"answer"``: all of them and the end-of-answer
+   token, teacher-forced) on zero-shot queries of the fitting pool, model frozen; keep the
+   step with the lowest loss on the selection queries, stopping once it stops improving.
 
-The fit only changes the last token, so every query's prefix is run once and cached: a step
-costs one token per query. One alpha can serve several tasks (the task-agnostic variant):
-each task keeps its own embedding, and a step draws a random task's mini-batch.
+Nothing changes before the last prompt token, so every query's prefix is run once and
+cached: a step costs the last prompt token and the answer tokens per query. One alpha can
+serve several tasks (the task-agnostic variant): each task keeps its own embedding, and a
+step draws a random task's mini-batch.
 """
 
 from __future__ import annotations
@@ -27,15 +31,17 @@ from workbench.interventions import Intervention, When, mix_heads
 from workbench.methods.activations import task_embedding
 from workbench.methods.base import HeadMap, Method, MethodConfig
 from workbench.methods.queries import QueryBatch, query_batches, summed_loss
+from workbench.methods.selection import selection_split
 from workbench.methods.training import Trace, fit_parameter
-from workbench.tasks.prompts import get_template
+from workbench.tasks.prompts import get_template, train_prompts
 
 
 @dataclass(kw_only=True)
 class SiteConfig(MethodConfig):
     shots: int = 10  # k: demonstrations per prompt that builds the embedding
     n_prompts: int = 50  # M: prompts averaged into the embedding
-    steps: int = 120
+    loss: str = "first_token"  # "first_token" (up to the token that carries the answer) or "answer" (+ its end)
+    steps: int = 400  # at most: the fit stops once the selection loss stops improving
     lr: float = 0.2  # Adam; cosine-decayed to lr/10
     batch_size: int = 32
     eval_every: int = 10  # steps between valid-loss checks
@@ -69,6 +75,7 @@ class Site(Method):
         tasks = cls._tasks(tasks)
         config = cls._config(config)
         template = get_template(config.template)
+        when = When.parse(config.when)
         rng = np.random.default_rng(config.seed)
         torch.manual_seed(config.seed)
 
@@ -76,11 +83,12 @@ class Site(Method):
         # step 1, and the cached queries
         streams = {}
         for task in tasks:
-            splits = task.split(config.seed)
+            pairs = selection_split(task, config.seed)
+            prompts, _ = train_prompts(pairs.fit, template, config.shots, config.n_prompts, config.seed)
             streams[task.name] = _Stream(
-                task_embedding(model, task, template, config.shots, config.n_prompts, config.seed),
-                query_batches(model, template, splits.train, config.batch_size, rng),
-                query_batches(model, template, splits.valid, 64),
+                task_embedding(model, prompts),
+                query_batches(model, template, pairs.fit, config.batch_size, rng, config.loss),
+                query_batches(model, template, pairs.select, 64, objective=config.loss),
             )
         embedding_seconds = time.perf_counter() - t0
 
@@ -90,20 +98,20 @@ class Site(Method):
         every_batch = [(name, i) for name, s in streams.items() for i in range(len(s.train))]
 
         # step 3
-        def hooks(alpha: torch.Tensor, stream: _Stream):
-            return Intervention("SITE", (mix_heads(alpha, stream.embedding),)).hooks(model)
+        def injection(alpha: torch.Tensor, stream: _Stream) -> Intervention:
+            return Intervention("SITE", (mix_heads(alpha, stream.embedding, when),))
 
         # step 4
         def train_loss() -> torch.Tensor:  # a random task's random mini-batch
             name, index = every_batch[rng.integers(len(every_batch))]
             stream = streams[name]
             batch = stream.train[index]
-            return summed_loss(model, batch, hooks(torch.sigmoid(beta), stream)) / len(batch)
+            return summed_loss(model, batch, injection(torch.sigmoid(beta), stream)) / len(batch)
 
-        def valid_loss() -> float:  # mean over every task's valid queries
+        def valid_loss() -> float:  # mean over every task's selection queries
             alpha = torch.sigmoid(beta)
             total = sum(
-                summed_loss(model, batch, hooks(alpha, s)).item() for s in streams.values() for batch in s.valid
+                summed_loss(model, batch, injection(alpha, s)).item() for s in streams.values() for batch in s.valid
             )
             return total / sum(len(batch) for s in streams.values() for batch in s.valid)
 
@@ -126,9 +134,9 @@ class Site(Method):
     def alpha(self) -> torch.Tensor:
         return torch.sigmoid(self.beta)  # (L, H)
 
-    def intervention(self, task: str | None = None, when: When = When.LAST) -> Intervention:
+    def intervention(self, task: str | None = None, when: When | str | None = None) -> Intervention:
         task = self._task(task)
-        return Intervention(self.name, (mix_heads(self.alpha, self.embeddings[task], when),))
+        return Intervention(self.name, (mix_heads(self.alpha, self.embeddings[task], self._when(when)),))
 
     def _head_values(self) -> torch.Tensor:
         return self.alpha

@@ -1,12 +1,13 @@
 """Task Vector (Hendel et al. 2023; docs/methods.md, "TV").
 
 1. Candidates: for every layer l, the residual stream after block l at the last token,
-   averaged over M k-shot train prompts (all layers from the same forward passes):
+   averaged over M k-shot prompts from the fitting pool (all layers from the same passes):
        tv[l] = mean_prompts resid_post[l][-1]                          (L, d_model)
 2. Intervention: run the *zero-shot* query and REPLACE its residual after layer l, at the
-   last token, with tv[l]. Later layers (and the answer) then read the task only from it.
-3. Layer choice: every layer is tried on the zero-shot valid queries; first-token accuracy
-   (ties: cross-entropy) picks l. The per-layer curve is kept.
+   last token (and, with ``when="generated"``, at every generated token), with tv[l].
+   Later layers (and the answer) then read the task only from it.
+3. Layer choice: every layer is tried on the zero-shot selection queries; first-token
+   accuracy (ties: cross-entropy) picks l. The per-layer curve is kept.
 """
 
 from __future__ import annotations
@@ -20,8 +21,8 @@ import torch
 from workbench.interventions import Intervention, When, replace_residual
 from workbench.methods.activations import task_residuals
 from workbench.methods.base import Method, MethodConfig
-from workbench.methods.selection import best_layer, layer_sweep
-from workbench.tasks.prompts import get_template
+from workbench.methods.selection import best_layer, layer_sweep, selection_split
+from workbench.tasks.prompts import get_template, train_prompts
 
 
 @dataclass(kw_only=True)
@@ -47,19 +48,20 @@ class TaskVector(Method):
         (task,) = cls._tasks(tasks)
         config = cls._config(config)
         template = get_template(config.template)
+        when = When.parse(config.when)
+        pairs = selection_split(task, config.seed)
         t0 = time.perf_counter()
 
         # step 1
-        vectors = task_residuals(
-            model, task, template, config.shots, config.n_prompts, config.seed, config.batch_size
-        )  # (L, d_model)
+        prompts, _ = train_prompts(pairs.fit, template, config.shots, config.n_prompts, config.seed)
+        vectors = task_residuals(model, prompts, config.batch_size)  # (L, d_model)
 
         # steps 2-3
         def intervention_at(layer: int) -> Intervention:
-            return Intervention("TV", (replace_residual(layer, vectors[layer]),))
+            return Intervention("TV", (replace_residual(layer, vectors[layer], when),))
 
         report = (lambda done, total: progress("layer sweep", done, total, {})) if progress else None
-        curve, zero_shot = layer_sweep(model, task, intervention_at, template, config.seed, progress=report)
+        curve, zero_shot = layer_sweep(model, pairs.select, intervention_at, template, progress=report)
         return cls(
             tasks=[task.name],
             config=config,
@@ -74,9 +76,9 @@ class TaskVector(Method):
     def vector(self) -> torch.Tensor:
         return self.vectors[self.layer]  # (d_model,)
 
-    def intervention(self, task: str | None = None, when: When = When.LAST) -> Intervention:
+    def intervention(self, task: str | None = None, when: When | str | None = None) -> Intervention:
         self._task(task)
-        return Intervention(self.name, (replace_residual(self.layer, self.vector, when),))
+        return Intervention(self.name, (replace_residual(self.layer, self.vector, self._when(when)),))
 
     def summary(self) -> dict:
         return {**super().summary(), "layer": self.layer}

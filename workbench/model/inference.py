@@ -168,13 +168,25 @@ def cache_prefixes(model: LoadedModel, prompts: list[str]) -> CachedPrompts:
     return CachedPrompts(batch.tokens[:, -1:], batch.attention_mask, cache, batch.tokens.shape[1] - 1)
 
 
-def cached_last_logits(model: LoadedModel, cached: CachedPrompts, hooks: list[Hook] = ()) -> torch.Tensor:
-    """Logits at the last prompt token, (B, vocab), running only that token (differentiable)."""
+def cached_logits(
+    model: LoadedModel,
+    cached: CachedPrompts,
+    inputs: torch.Tensor,
+    mask: torch.Tensor,
+    hooks: list[Hook] = (),
+) -> torch.Tensor:
+    """Logits (B, C, vocab) of ``inputs`` (B, C) run after the cached prefixes: column 0 is
+    each prompt's last token, the others tokens fed after it (``mask`` (B, C): 1 for real
+    ones). Differentiable through the hooks."""
+    attention = torch.cat([cached.attention_mask[:, :-1], mask.to(cached.attention_mask.dtype)], dim=1)
     try:
-        logits = model.bridge.run_with_hooks(
-            cached.last_tokens, attention_mask=cached.attention_mask, past_key_values=cached.cache,
-            fwd_hooks=list(hooks),
+        return model.bridge.run_with_hooks(
+            inputs, attention_mask=attention, past_key_values=cached.cache, fwd_hooks=list(hooks)
         )
     finally:
-        cached.restore()  # drop the last token's keys/values (and their autograd graph)
-    return logits[:, -1]
+        cached.restore()  # drop the new tokens' keys/values (and their autograd graph)
+
+
+def cached_last_logits(model: LoadedModel, cached: CachedPrompts, hooks: list[Hook] = ()) -> torch.Tensor:
+    """Logits at the last prompt token, (B, vocab), running only that token (differentiable)."""
+    return cached_logits(model, cached, cached.last_tokens, cached.attention_mask[:, -1:], hooks)[:, -1]

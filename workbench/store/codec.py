@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from workbench.methods import Method, get_method
+from workbench.methods.selection import selection_split
 from workbench.model.loading import LoadedModel
 from workbench.store.runs import Run, RunError
 from workbench.store.schema import task_source
@@ -25,7 +26,9 @@ def to_run(fit: Method, model: LoadedModel, tasks: Task | Sequence[Task], metric
         raise ValueError(f"The {fit.name} fit is for {fit.tasks}, but tasks {[t.name for t in tasks]} were given.")
     meta = {
         "task_sources": {t.name: task_source(t) for t in tasks},
-        "split_sizes": {t.name: t.split_sizes(fit.config.seed) for t in tasks},
+        "split_sizes": {
+            t.name: {**t.split_sizes(fit.config.seed), **selection_split(t, fit.config.seed).sizes()} for t in tasks
+        },
         "config": fit.config.as_dict(),
         "template": get_template(fit.config.template).describe(),
         "fit": {"seconds": fit.fit_seconds, **fit.record()},

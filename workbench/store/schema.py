@@ -9,7 +9,9 @@ Version 1 (every method writes the same fields)::
     tasks         [task names]
     task_sources  {task: {"path": file it was read from ("" if none), "sha256": content hash
                   ("" only in runs upgraded from version 0 whose task could not be found)}}
-    split_sizes   {task: {"train": n, "valid": n, "test": n}}
+    split_sizes   {task: {"train": n, "valid": n, "test": n, ...}}: the task's split, and since
+                  the selection sets (fit_pool, selection, selection_from_train) the pool a
+                  method fits on and the items that choose its step or layer
     config        the method's config (template, seed and its own settings)
     template      the template's name and literal text (PromptTemplate.describe())
     fit           {"seconds": fit time, ...the method's own record: layer, curves, trace}
@@ -33,7 +35,8 @@ from workbench.tasks.task import SPLITS, Task
 
 SCHEMA_VERSION = 1
 MODEL_FIELDS = ("n_layers", "n_heads", "n_kv_heads", "d_head", "d_model")
-TEST_METRICS = ("test_first_token_acc", "test_exact_match", "n_test")
+TEST_METRICS = ("test_first_token_acc", "test_exact_match", "n_test")  # prefix match joined later:
+# "test_prefix_match" is written by every scored run since, and checked where present
 _CORE = ("id", "method", "created", "model", "tasks", "versions")
 _COMMON = (*_CORE, "schema", "task_sources", "split_sizes", "config", "template", "fit", "metrics")
 
@@ -90,8 +93,10 @@ def validate(meta: dict) -> dict:
         need(task in tasks, f"'metrics' has task {task!r}, which the run was not fitted on")
         need(isinstance(scores, dict) and all(k in scores for k in TEST_METRICS),
              f"'metrics.{task}' lacks {', '.join(TEST_METRICS)}")
-        for key in TEST_METRICS[:2]:
-            need(isinstance(scores[key], Number) and 0 <= scores[key] <= 1, f"'metrics.{task}.{key}' must be in [0, 1]")
+        for key in (*TEST_METRICS[:2], "test_prefix_match"):
+            if key in scores:
+                need(isinstance(scores[key], Number) and 0 <= scores[key] <= 1,
+                     f"'metrics.{task}.{key}' must be in [0, 1]")
         need(isinstance(scores["n_test"], int) and scores["n_test"] >= 1, f"'metrics.{task}.n_test' must be >= 1")
     need(isinstance(meta["versions"], dict), "'versions' must be an object")
     return meta

@@ -2,9 +2,15 @@
 
 Built-in tasks live in ``data/tasks/<name>.json`` (made by ``data/build_tasks.py``), with
 their descriptions in ``data/tasks/catalog.json``. A user file is the same JSON (a list
-of ``{"input": ..., "output": ...}``) or a CSV with ``input,output`` columns. Files are
-validated record by record; any problem raises :class:`TaskFileError` naming the file
-and the record.
+of ``{"input": ..., "output": ...}``) or a CSV with ``input,output`` columns. A folder
+holding ``train.json``, ``valid.json`` and ``test.json`` (the layout of the published
+task-vector datasets) is a task that keeps its own splits. Files are validated record by
+record; any problem raises :class:`TaskFileError` naming the file and the record.
+
+An input that appears twice is an error, or, with ``keep_first_duplicates``, the first
+record is kept and the count of dropped ones is reported (``Task.meta["duplicates_dropped"]``;
+the public datasets list some inputs twice). Fields are not limited by characters: the
+limit is the model's context, in tokens, checked when prompts are encoded.
 """
 
 from __future__ import annotations
@@ -14,12 +20,12 @@ import json
 from collections.abc import Iterable
 from pathlib import Path
 
-from workbench.tasks.task import Pair, Task
+from workbench.tasks.task import SPLITS, Pair, Task, TaskSplits
 
 DATA_DIR = Path(__file__).resolve().parents[2] / "data" / "tasks"
 MAX_FILE_BYTES = 20 * 1024 * 1024
 MAX_RECORDS = 100_000
-MAX_VALUE_CHARS = 200
+MAX_VALUE_CHARS = 20_000  # a sanity bound; the real limit is the model's context in tokens
 MIN_RECORDS = 5
 
 
@@ -38,8 +44,10 @@ def list_tasks() -> list[str]:
     return list(catalog())
 
 
-def load_task(name_or_path: str | Path, case_sensitive: bool | None = None) -> Task:
-    """A built-in task by name, or a user's JSON / CSV file by path.
+def load_task(
+    name_or_path: str | Path, case_sensitive: bool | None = None, keep_first_duplicates: bool = False
+) -> Task:
+    """A built-in task by name, or a user's JSON / CSV file or split folder by path.
 
     For a user file, ``case_sensitive`` defaults to a guess: true when most answers are
     their input with only the letter case changed (an uppercase-style task).
@@ -62,15 +70,67 @@ def load_task(name_or_path: str | Path, case_sensitive: bool | None = None) -> T
     if not path.exists():
         known = ", ".join(entries) or "(none: run data/build_tasks.py)"
         raise TaskFileError(f"No built-in task or file named {key!r}. Built-in tasks: {known}.")
-    pairs = read_pairs(path)
+    if path.is_dir():
+        splits, dropped = _read_split_folder(path, keep_first_duplicates)
+        pairs = [pair for name in SPLITS for pair in splits[name]]
+    else:
+        splits = None
+        pairs, dropped = _deduplicate(path, read_pairs(path, check_duplicates=False), keep_first_duplicates)
+        if len(pairs) < MIN_RECORDS:
+            raise TaskFileError(f"{path}: {len(pairs)} records after dropping duplicates; a task needs {MIN_RECORDS}.")
     if case_sensitive is None:
         case_changes = sum(x != y and x.lower() == y.lower() for x, y in pairs)
         case_sensitive = case_changes > len(pairs) / 2
-    return Task(name=path.stem, pairs=pairs, case_sensitive=case_sensitive, path=str(path))
+    return Task(name=path.stem if path.is_file() else path.name, pairs=pairs, case_sensitive=case_sensitive,
+                path=str(path), meta={"duplicates_dropped": dropped}, fixed_splits=splits)
 
 
-def read_pairs(path: str | Path) -> list[Pair]:
-    """Read and validate a JSON or CSV task file."""
+def _read_split_folder(folder: Path, keep_first: bool) -> tuple[TaskSplits, int]:
+    """train.json, valid.json and test.json of a folder, as fixed splits. Duplicates are
+    looked for across the whole folder (an input in two splits would leak)."""
+    missing = [f"{name}.json" for name in SPLITS if not (folder / f"{name}.json").is_file()]
+    if missing:
+        raise TaskFileError(
+            f"{folder}: a task folder holds train.json, valid.json and test.json; missing {', '.join(missing)}."
+        )
+    seen: set[str] = set()
+    parts, dropped = {}, 0
+    for name in SPLITS:
+        path = folder / f"{name}.json"
+        pairs = read_pairs(path, check_duplicates=False, minimum=1)
+        kept, n = _deduplicate(path, pairs, keep_first, seen)
+        parts[name], dropped = kept, dropped + n
+        if not kept:
+            raise TaskFileError(f"{path}: no records left after dropping duplicates.")
+    return TaskSplits(parts["train"], parts["valid"], parts["test"]), dropped
+
+
+def _deduplicate(
+    path: Path, pairs: list[Pair], keep_first: bool, seen: set[str] | None = None
+) -> tuple[list[Pair], int]:
+    """``pairs`` with each input once: an error naming both records, or, with ``keep_first``,
+    the first kept and the number dropped. ``seen`` carries inputs over from other files."""
+    seen = set() if seen is None else seen
+    first_at: dict[str, int] = {}
+    kept: list[Pair] = []
+    for i, (x, y) in enumerate(pairs):
+        if x in seen:
+            if not keep_first:
+                where = f"record {first_at[x]}" if x in first_at else "an earlier split"
+                raise TaskFileError(
+                    f"{path}: record {i}: input {x!r} already appears in {where}; each input needs one answer "
+                    "(keep the first with --keep-first-duplicates)."
+                )
+            continue
+        seen.add(x)
+        first_at[x] = i
+        kept.append((x, y))
+    return kept, len(pairs) - len(kept)
+
+
+def read_pairs(path: str | Path, check_duplicates: bool = True, minimum: int = MIN_RECORDS) -> list[Pair]:
+    """Read and validate a JSON or CSV task file (``check_duplicates``: a repeated input is an
+    error; ``minimum``: the fewest records it may hold)."""
     path = Path(path)
     if not path.is_file():
         raise TaskFileError(f"{path}: not a file.")
@@ -84,7 +144,8 @@ def read_pairs(path: str | Path) -> list[Pair]:
     except UnicodeDecodeError as err:
         raise TaskFileError(f"{path}: not UTF-8 text ({err.reason} at byte {err.start}).") from None
     records = _parse_csv(path, text) if path.suffix.lower() == ".csv" else _parse_json(path, text)
-    return _validate(path, records)
+    pairs = _validate(path, records, minimum)
+    return _deduplicate(path, pairs, keep_first=False)[0] if check_duplicates else pairs
 
 
 def _parse_json(path: Path, text: str) -> list:
@@ -108,13 +169,12 @@ def _parse_csv(path: Path, text: str) -> list:
     return rows
 
 
-def _validate(path: Path, records: list) -> list[Pair]:
+def _validate(path: Path, records: list, minimum: int = MIN_RECORDS) -> list[Pair]:
     if not records:
         raise TaskFileError(f"{path}: no records.")
     if len(records) > MAX_RECORDS:
         raise TaskFileError(f"{path}: {len(records)} records is over the limit of {MAX_RECORDS}.")
     pairs: list[Pair] = []
-    seen: dict[str, int] = {}
     for i, record in enumerate(records):
         where = f"{path}: record {i}"
         if not isinstance(record, dict):
@@ -134,18 +194,14 @@ def _validate(path: Path, records: list) -> list[Pair]:
             if len(value) > MAX_VALUE_CHARS:
                 raise TaskFileError(f"{where}: field {key!r} has {len(value)} characters (limit {MAX_VALUE_CHARS}).")
             values.append(value)
-        x, y = values
-        if x in seen:
-            raise TaskFileError(f"{where}: input {x!r} already appears in record {seen[x]}; each input needs one answer.")
-        seen[x] = i
-        pairs.append((x, y))
-    if len(pairs) < MIN_RECORDS:
-        raise TaskFileError(f"{path}: {len(pairs)} records; a task needs at least {MIN_RECORDS} to split into train / valid / test.")
+        pairs.append((values[0], values[1]))
+    if len(pairs) < minimum:
+        raise TaskFileError(f"{path}: {len(pairs)} records; a task needs at least {minimum} to split into train / valid / test.")
     return pairs
 
 
-def resolve_tasks(names: Iterable[str | Task]) -> list[Task]:
-    """Tasks by built-in name or file path; ``"all"`` means every built-in task.
+def resolve_tasks(names: Iterable[str | Task], keep_first_duplicates: bool = False) -> list[Task]:
+    """Tasks by built-in name, file path or split folder; ``"all"`` means every built-in task.
 
     Order is kept and repeats are dropped. Raises ``TaskFileError`` for a bad name or file.
     """
@@ -157,7 +213,7 @@ def resolve_tasks(names: Iterable[str | Task]) -> list[Task]:
         elif str(item) == "all":
             batch = [load_task(name) for name in list_tasks()]
         else:
-            batch = [load_task(item)]
+            batch = [load_task(item, keep_first_duplicates=keep_first_duplicates)]
         for task in batch:
             key = task.path or task.name
             if key not in seen:

@@ -15,12 +15,8 @@ and text (:meth:`PromptTemplate.describe`).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import numpy as np
-
-if TYPE_CHECKING:
-    from workbench.tasks.task import Task
 
 
 @dataclass(frozen=True)
@@ -110,25 +106,23 @@ def build_prompts(
 
 
 def train_prompts(
-    task: "Task",
+    pool: list[tuple[str, str]],
     template: str | PromptTemplate | None = None,
     shots: int = 10,
     n_prompts: int = 50,
     seed: int = 0,
     demo_pool: list[tuple[str, str]] | None = None,
 ) -> tuple[list[str], list[str]]:
-    """M k-shot prompts on train queries, and their answers.
+    """M k-shot prompts whose queries are drawn from ``pool`` (a task's fitting pairs), and
+    their answers.
 
     Every method that averages activations over k-shot prompts (SITE's task embedding,
-    TV, FV, LTV) reads this one set for the same arguments. ``demo_pool`` replaces the
-    train pairs as the source of demonstrations (e.g. shuffled labels).
+    TV, FV, LTV) reads this one set for the same arguments. ``demo_pool`` replaces ``pool``
+    as the source of demonstrations (e.g. shuffled labels).
     """
     template = get_template(template)
-    train = task.split(seed).train
     rng = np.random.default_rng(seed)
-    picks = rng.choice(len(train), size=min(n_prompts, len(train)), replace=False)
-    queries = [train[i][0] for i in picks]
-    prompts = build_prompts(
-        template, queries, train if demo_pool is None else demo_pool, shots, seed=seed + 1
-    )
-    return prompts, [train[i][1] for i in picks]
+    picks = rng.choice(len(pool), size=min(n_prompts, len(pool)), replace=False)
+    queries = [pool[i][0] for i in picks]
+    prompts = build_prompts(template, queries, pool if demo_pool is None else demo_pool, shots, seed=seed + 1)
+    return prompts, [pool[i][1] for i in picks]

@@ -39,6 +39,7 @@ class Task:
     category: str = "user"
     path: str = ""
     meta: dict = field(default_factory=dict)
+    fixed_splits: TaskSplits | None = None  # a task that keeps its own train / valid / test (a split folder)
 
     def __len__(self) -> int:
         return len(self.pairs)
@@ -50,7 +51,10 @@ class Task:
         return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
     def split(self, seed: int = 0, fractions: tuple[float, float, float] = SPLIT_FRACTIONS) -> TaskSplits:
-        """Shuffle with ``seed`` and cut into train / valid / test (each non-empty)."""
+        """Shuffle with ``seed`` and cut into train / valid / test (each non-empty); a task with
+        fixed splits returns them whatever the seed."""
+        if self.fixed_splits is not None:
+            return self.fixed_splits
         n = len(self.pairs)
         order = np.random.default_rng(seed).permutation(n)
         n_valid = max(1, round(n * fractions[1]))
