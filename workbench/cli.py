@@ -97,7 +97,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from workbench.experiments.grid import check_grid, evaluate_grid, grid_size, summarize_grid
     from workbench.model.loading import load_model
     from workbench.tasks.files import resolve_tasks
-    from workbench.tasks.prompts import get_template
+    from workbench.tasks.prompts import build_prompts, get_template
 
     fmt = _output_format(args.format, args.output)
     # Everything cheap is checked before the model loads.
@@ -111,6 +111,10 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
     print(f"loading model {args.model} ...", file=sys.stderr, flush=True)
     model = load_model(args.model, device=args.device)
+    for task in tasks:
+        splits = task.split(args.seed)
+        queries = [x for x, _ in splits[args.split][: args.limit]]
+        _check_context(model, task, max(args.shots), build_prompts(template, queries, splits.train, max(args.shots), args.seed))
     total = grid_size(tasks, args.shots, split=args.split, limit=args.limit, seed=args.seed)
     with tqdm(total=total, unit="query", file=sys.stderr, disable=args.no_progress, dynamic_ncols=True) as bar:
         def progress(done: int, _total: int) -> None:
@@ -219,6 +223,18 @@ def cmd_runs(args: argparse.Namespace) -> int:
         print(f"rewrote the metadata of {len(done)} runs in {store.root} in the current schema" if done
               else f"every run in {store.root} is in the current schema")
     return 0
+
+
+def _check_context(model, task, shots: int, prompts: list[str]) -> None:
+    """Tokenize (no forward pass) the prompts a command is about to run: one over the model's
+    context is an error now, not after the cheaper cells have run."""
+    from workbench.model.inference import encode
+
+    for start in range(0, len(prompts), 64):
+        try:
+            encode(model, prompts[start : start + 64])
+        except ValueError as err:
+            raise ValueError(f"task {task.name!r}, {shots}-shot prompts: {err}") from None
 
 
 def _one_id(args: argparse.Namespace) -> str:
