@@ -10,6 +10,7 @@ and the record.
 from __future__ import annotations
 
 import csv
+import dataclasses
 import io
 import json
 from collections import Counter
@@ -210,7 +211,9 @@ def _unusable_text(value: str) -> str | None:
 def resolve_tasks(names: Iterable[str | Task]) -> list[Task]:
     """Tasks by built-in name or file path; ``"all"`` means every built-in task.
 
-    Order is kept and repeats are dropped. Raises ``TaskFileError`` for a bad name or file.
+    Order is kept and repeats (the same pairs, under any name or path) are dropped; tasks
+    that share a name but not their pairs are told apart (:func:`distinct_names`). Raises
+    ``TaskFileError`` for a bad name or file.
     """
     tasks: list[Task] = []
     seen: set[str] = set()
@@ -222,10 +225,31 @@ def resolve_tasks(names: Iterable[str | Task]) -> list[Task]:
         else:
             batch = [load_task(item)]
         for task in batch:
-            key = task.path or task.name
+            key = task.content_hash  # a task's identity is its content, not its file's name
             if key not in seen:
                 seen.add(key)
                 tasks.append(task)
     if not tasks:
         raise ValueError("No tasks given.")
-    return tasks
+    return distinct_names(tasks)
+
+
+def distinct_names(tasks: list[Task]) -> list[Task]:
+    """``tasks`` under names that tell them apart: a task that shares its name with another
+    of ``tasks``, or with a built-in task, but not its pairs (``a/same.json`` and
+    ``b/same.json``; a user's ``antonym.json``) is renamed ``<name>@<first 8 hex digits of
+    its content hash>``. A built-in task, and a file with a built-in task's very pairs, keep
+    the name."""
+    builtin = catalog()
+    counts = Counter(task.name for task in tasks)
+
+    def is_builtin(task: Task) -> bool:
+        if task.name not in builtin:
+            return False
+        return Path(task.path) == DATA_DIR / f"{task.name}.json" or task.content_hash == load_task(task.name).content_hash
+
+    renamed = []
+    for task in tasks:
+        clash = (counts[task.name] > 1 or task.name in builtin) and not is_builtin(task)
+        renamed.append(dataclasses.replace(task, name=f"{task.name}@{task.content_hash[:8]}") if clash else task)
+    return renamed
