@@ -347,3 +347,36 @@ class _TinyShape:
     class heads:
         class shape:
             n_layers = 1
+
+
+# ----------------------------------------------------------------------------- any meta.json at all
+
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=True) | st.text(max_size=8),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
+    max_leaves=12,
+)
+CORE_KEYS = ["schema", "id", "method", "model", "tasks", "created", "versions", "task_sources", "split_sizes",
+             "config", "template", "fit", "metrics"]
+metas = st.one_of(json_values, st.dictionaries(st.sampled_from(CORE_KEYS), json_values, max_size=13))
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(meta=metas, drop_schema=st.booleans())
+def test_any_meta_json_is_listed_and_loaded_or_refused_with_a_run_error(tmp_path_factory, meta, drop_schema):
+    store = RunStore(tmp_path_factory.mktemp("runs"))
+    run_id = store.save(make_run())
+    if isinstance(meta, dict):
+        meta = {**meta, "id": run_id} if meta.get("id") is None else meta
+        if drop_schema:
+            meta.pop("schema", None)  # a version-0 file: upgraded before it is checked
+    (store.root / run_id / "meta.json").write_text(json.dumps(meta))
+    status = store.list()["status"][0]
+    try:
+        store.load(run_id)
+        assert status == "ok"
+    except RunError as err:
+        assert status.startswith("damaged: ") and str(err).startswith(f"Run {run_id} in ")
