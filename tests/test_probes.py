@@ -82,6 +82,24 @@ def test_eval_with_prompts_over_the_context_is_an_error(tmp_path, capsys):
     assert "over the context of 512 tokens" in err and out == ""  # no accuracy is reported
 
 
+def test_eval_leaves_room_to_decode_within_the_context(tmp_path, capsys):
+    """A 2-shot prompt a few tokens under the context: it fits, but the answer could not be
+    decoded (tiny-gpt2's learned positions end at n_ctx), so it is an error up front."""
+    model = models_module.load_model("tiny-gpt2")
+    n_ctx = model.bridge.cfg.n_ctx
+
+    def prompt_tokens(width: int) -> int:
+        pairs = [(f"{i:03d}" + "x" * (width - 3), "y") for i in range(3)]
+        return inference.encode(model, [get_template("qa").prompt(pairs[:2], pairs[2][0])]).tokens.shape[1]
+
+    base = prompt_tokens(100)
+    width = 100 + (n_ctx - 5 - base) // 3  # 3 inputs per prompt
+    assert n_ctx - 24 < prompt_tokens(width) <= n_ctx
+    path = write_pairs(tmp_path / "near.json", [(f"{i:03d}" + "x" * (width - 3), "y") for i in range(40)])
+    rc, _, err = run(["eval", "--model", "tiny-gpt2", "--task", path, "--shots", "2", "--no-progress"], capsys)
+    assert_one_line_error(rc, err, "with up to 24 generated tokens that is over the context of 512", before_model=False)
+
+
 # ----------------------------------------------------------------------------- 8. templates
 
 

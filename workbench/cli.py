@@ -22,6 +22,7 @@ from workbench.methods import METHODS
 from workbench.tasks.prompts import DEFAULT_TEMPLATE
 
 FORMATS = ("table", "csv", "json")
+MAX_NEW_TOKENS = 24  # the most tokens evaluation decodes per answer (experiments/evaluation.py)
 FIT_FLAGS = {"shots": "--shots", "n_prompts": "--prompts", "steps": "--steps", "lr": "--lr", "batch_size": "--batch-size",
              "seed": "--seed", "top_k": "--top-k", "layer": "--layer"}  # a method setting -> its flag
 EXIT_ERROR = 2
@@ -125,7 +126,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
     for task in tasks:
         splits = task.split(args.seed)
         queries = [x for x, _ in splits[args.split][: args.limit]]
-        _check_context(model, task, max(args.shots), build_prompts(template, queries, splits.train, max(args.shots), args.seed))
+        prompts = build_prompts(template, queries, splits.train, max(args.shots), args.seed)
+        _check_context(model, task, max(args.shots), prompts, generated=MAX_NEW_TOKENS)
     total = grid_size(tasks, args.shots, split=args.split, limit=args.limit, seed=args.seed)
     with tqdm(total=total, unit="query", file=sys.stderr, disable=args.no_progress, dynamic_ncols=True) as bar:
         def progress(done: int, _total: int) -> None:
@@ -260,14 +262,21 @@ def cmd_runs(args: argparse.Namespace) -> int:
     return 0
 
 
-def _check_context(model, task, shots: int, prompts: list[str]) -> None:
+def _check_context(model, task, shots: int, prompts: list[str], generated: int = 0) -> None:
     """Tokenize (no forward pass) the prompts a command is about to run: one over the model's
-    context is an error now, not after the cheaper cells have run."""
+    context, or too close to it to decode ``generated`` more tokens, is an error now, not
+    after the cheaper cells have run."""
     from workbench.model.inference import encode
 
+    n_ctx = model.bridge.cfg.n_ctx
     for start in range(0, len(prompts), 64):
         try:
-            encode(model, prompts[start : start + 64])
+            longest = encode(model, prompts[start : start + 64]).tokens.shape[1]
+            if longest + generated > n_ctx:
+                raise ValueError(
+                    f"A prompt has {longest} tokens, and with up to {generated} generated tokens that is over the "
+                    f"context of {n_ctx} tokens of {model.name}: use fewer shots or shorter inputs."
+                )
         except ValueError as err:
             raise ValueError(f"task {task.name!r}, {shots}-shot prompts: {err}") from None
 
