@@ -46,3 +46,16 @@ def test_remove_folder(tmp_path):
     (target / "x").write_text("1")
     atomic.remove_folder(target)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_remove_folder_after_an_interrupted_removal_of_the_same_name(tmp_path):
+    """A kill between the rename and the removal leaves trash; the next removal still works."""
+    for _ in range(2):
+        target = tmp_path / "run"
+        target.mkdir()
+        (target / "x").write_text("1")
+        trash = tmp_path / f"{atomic.TEMP_PREFIX}deleted-run"  # what an earlier kill left
+        trash.mkdir(exist_ok=True)
+        (trash / "y").write_text("half")
+        atomic.remove_folder(target)
+        assert not target.exists()

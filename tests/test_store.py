@@ -71,7 +71,7 @@ def test_the_index_can_be_rebuilt_from_the_run_folders(tmp_path, tiny_llama, sma
     store = RunStore(tmp_path)
     ids = {store.save(to_run(small_fit, tiny_llama, _task())) for _ in range(2)}
     (tmp_path / "index.sqlite").unlink()
-    assert RunStore(tmp_path).reindex() == 2 and set(RunStore(tmp_path).list()["id"]) == ids
+    assert set(RunStore(tmp_path).reindex().done) == ids and set(RunStore(tmp_path).list()["id"]) == ids
 
 
 def _minimal_run(task: str) -> Run:
@@ -103,7 +103,7 @@ def test_concurrent_writers_do_not_corrupt_the_index(tmp_path):
         w.join(60)
     assert all(w.exitcode == 0 for w in workers)
     store = RunStore(tmp_path)
-    assert len(store.list()) == 15 and store.reindex() == 15
+    assert len(store.list()) == 15 and len(store.reindex().done) == 15
 
 
 def test_unknown_run_id_is_a_clear_error(tmp_path):
@@ -176,7 +176,7 @@ def test_version_0_metadata_is_upgraded_on_load_and_migrated_on_disk(tmp_path, t
     loaded = from_run(run, tiny_llama)
     assert torch.equal(loaded.beta, small_fit.beta) and loaded.trace.best_step == small_fit.trace.best_step
 
-    assert store.migrate() == [run_id] and store.migrate() == []
+    assert store.migrate().done == [run_id] and store.migrate().done == []
     on_disk = json.loads((folder / "meta.json").read_text())
     assert schema.validate(on_disk)["schema"] == schema.SCHEMA_VERSION
     assert (folder / "tensors.safetensors").read_bytes() == tensors_before  # tensors untouched

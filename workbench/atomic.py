@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -56,6 +57,7 @@ def folder(target: str | Path, *, replace: bool = False) -> Iterator[Path]:
     tmp = Path(tempfile.mkdtemp(prefix=f"{TEMP_PREFIX}{target.name}-", dir=target.parent))
     try:
         yield tmp
+        _flush_folder(tmp)  # the content is on disk before the name points at it
         if target.exists():
             if not replace:
                 raise FileExistsError(f"{target} already exists.")
@@ -68,13 +70,34 @@ def folder(target: str | Path, *, replace: bool = False) -> Iterator[Path]:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+    _flush_folder(target.parent)  # and the rename itself
+
+
+def _flush_folder(path: Path) -> None:
+    """fsync the files directly in ``path``, then ``path`` itself (best effort where a file
+    system cannot sync a folder)."""
+    for item in path.iterdir():
+        if item.is_file() and not item.is_symlink():
+            with open(item, "rb") as handle:
+                os.fsync(handle.fileno())
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
 
 
 def remove_folder(target: str | Path) -> None:
     """Delete a folder so that it is never seen half-deleted under its own name: rename it to
-    a hidden temporary name first, then remove that."""
+    a hidden temporary name first (unique, so a leftover of an earlier kill is no obstacle),
+    then remove that."""
     target = Path(target)
-    trash = target.parent / f"{TEMP_PREFIX}deleted-{target.name}"
+    trash = target.parent / f"{TEMP_PREFIX}deleted-{target.name}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
     os.replace(target, trash)
     shutil.rmtree(trash, ignore_errors=True)
 

@@ -1,14 +1,18 @@
 """Command line: ``python -m workbench {models,tasks,show-task,eval,fit,runs} ...``.
 
 Thin by design: parse arguments, call the library, format the output. Expected failures
-(unknown model, bad task file, bad template or shots) print one ``error: ...`` line to
-stderr and exit with status 2.
+(unknown model or device, bad task file, bad template, shots or setting, a damaged run)
+print one ``error: ...`` line to stderr and exit with status 2, found before the model
+loads wherever they can be; warnings (a run saved while its index was locked) print one
+``warning: ...`` line. No traceback reaches the user: an unexpected failure is one
+``error: unexpected ...`` line too (``WORKBENCH_DEBUG=1`` shows its traceback).
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+import warnings
 from pathlib import Path
 
 import pandas as pd
@@ -18,6 +22,9 @@ from workbench.methods import METHODS
 from workbench.tasks.prompts import DEFAULT_TEMPLATE
 
 FORMATS = ("table", "csv", "json")
+MAX_NEW_TOKENS = 24  # the most tokens evaluation decodes per answer (experiments/evaluation.py)
+FIT_FLAGS = {"shots": "--shots", "n_prompts": "--prompts", "steps": "--steps", "lr": "--lr", "batch_size": "--batch-size",
+             "seed": "--seed", "top_k": "--top-k", "layer": "--layer"}  # a method setting -> its flag
 EXIT_ERROR = 2
 EXIT_INTERRUPTED = 130
 
@@ -63,11 +70,13 @@ def cmd_tasks(args: argparse.Namespace) -> int:
 
 
 def cmd_show_task(args: argparse.Namespace) -> int:
-    from workbench.tasks.files import load_task
+    from workbench.tasks.files import resolve_tasks
     from workbench.tasks.prompts import build_prompts, get_template
 
     template = get_template(args.template)
-    task = load_task(args.task, keep_first_duplicates=args.keep_first_duplicates)
+    if args.shots < 0 or args.items < 0 or args.seed < 0:
+        raise ValueError(f"--shots, --items and --seed must be >= 0, got {args.shots}, {args.items}, {args.seed}.")
+    (task,) = resolve_tasks([args.task], args.keep_first_duplicates)  # named as eval and fit name it
     splits = task.split(args.seed)
     print(f"task:           {task.name}")
     if task.description:
@@ -99,7 +108,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from workbench.experiments.grid import check_grid, evaluate_grid, grid_size, summarize_grid
     from workbench.model.loading import load_model
     from workbench.tasks.files import resolve_tasks
-    from workbench.tasks.prompts import get_template
+    from workbench.tasks.prompts import build_prompts, get_template
 
     fmt = _output_format(args.format, args.output)
     # Everything cheap is checked before the model loads.
@@ -109,10 +118,18 @@ def cmd_eval(args: argparse.Namespace) -> int:
         raise ValueError(f"--limit must be >= 1, got {args.limit}.")
     if args.batch_size < 1:
         raise ValueError(f"--batch-size must be >= 1, got {args.batch_size}.")
+    if args.seed < 0:
+        raise ValueError(f"--seed must be >= 0, got {args.seed}.")
     check_grid(tasks, args.shots, split=args.split, seed=args.seed)
+    _check_device(args.device)
 
     print(f"loading model {args.model} ...", file=sys.stderr, flush=True)
     model = load_model(args.model, device=args.device)
+    for task in tasks:
+        splits = task.split(args.seed)
+        queries = [x for x, _ in splits[args.split][: args.limit]]
+        prompts = build_prompts(template, queries, splits.train, max(args.shots), args.seed)
+        _check_context(model, task, max(args.shots), prompts, generated=MAX_NEW_TOKENS)
     total = grid_size(tasks, args.shots, split=args.split, limit=args.limit, seed=args.seed)
     with tqdm(total=total, unit="query", file=sys.stderr, disable=args.no_progress, dynamic_ncols=True) as bar:
         def progress(done: int, _total: int) -> None:
@@ -147,17 +164,20 @@ def cmd_fit(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from workbench.experiments.fitting import fit_score_save
+    from workbench.experiments.grid import check_grid
     from workbench.methods import get_method
     from workbench.model.loading import load_model
     from workbench.store.runs import RunStore, user_store
     from workbench.tasks.files import resolve_tasks
-    from workbench.tasks.prompts import get_template
+    from workbench.tasks.prompts import get_template, train_prompts
 
     method = get_method(args.method)
     template = get_template(args.template)
     tasks = resolve_tasks(args.task, args.keep_first_duplicates)
     if args.agnostic and not method.several_tasks:
         raise ValueError(f"--agnostic is for methods that fit several tasks at once; {method.name} is fitted per task.")
+    if args.limit is not None and args.limit < 1:
+        raise ValueError(f"--limit must be >= 1, got {args.limit}.")
     given = {"template": args.template, "shots": args.shots, "n_prompts": args.prompts, "steps": args.steps,
              "lr": args.lr, "batch_size": args.batch_size, "seed": args.seed, "top_k": args.top_k,
              "layer": args.layer, "when": args.when, "loss": args.loss}
@@ -166,9 +186,17 @@ def cmd_fit(args: argparse.Namespace) -> int:
     if ignored:
         raise ValueError(f"{method.name} has no setting {', '.join(ignored)} (its settings: {', '.join(sorted(fields))}).")
     config = method.Config(**{k: v for k, v in given.items() if v is not None})
+    config.check(names=FIT_FLAGS)
+    shots = getattr(config, "shots", 0)
+    check_grid(tasks, [shots], split="test", seed=config.seed)
+    _check_device(args.device)
     store = RunStore(args.store) if args.store else user_store()
     print(f"loading model {args.model} ...", file=sys.stderr, flush=True)
     model = load_model(args.model, device=args.device)
+    config.check(model.heads.shape.n_layers, names=FIT_FLAGS)
+    for task in tasks:
+        prompts, _ = train_prompts(task, template, shots, getattr(config, "n_prompts", 1), config.seed)
+        _check_context(model, task, shots, prompts)
     groups = [tasks] if args.agnostic else [[t] for t in tasks]
     rows = []
     for group in groups:
@@ -201,8 +229,12 @@ def cmd_runs(args: argparse.Namespace) -> int:
         if frame.empty:
             print(f"No runs in {store.root}.")
             return 0
+        damaged = int((frame["status"] != "ok").sum())
         frame["tasks"] = frame["tasks"].map(lambda ts: ", ".join(ts) if len(ts) <= 3 else f"{len(ts)} tasks")
+        frame["status"] = frame["status"].map(lambda s: s if len(s) <= 70 else s[:67] + "...")
         print(_render(frame.drop(columns=["metrics"]), "table"), end="")
+        if damaged:
+            print(f"\n{damaged} damaged run(s): `runs show ID` says why, `runs delete ID` removes one.")
     elif args.action == "show":
         run = store.load(_one_id(args))
         summary = {"id": run.id, "method": run.method, "model": run.model, "tasks": run.tasks, "created": run.created,
@@ -216,11 +248,61 @@ def cmd_runs(args: argparse.Namespace) -> int:
         if len(args.ids) != 2:
             raise ValueError("usage: runs export RUN_ID DEST_FOLDER")
         print(f"exported to {store.export(args.ids[0], args.ids[1])}")
-    elif args.action == "migrate":
-        done = store.migrate()
-        print(f"rewrote the metadata of {len(done)} runs in {store.root} in the current schema" if done
-              else f"every run in {store.root} is in the current schema")
+    elif args.action in ("reindex", "migrate"):
+        if args.ids:
+            raise ValueError(f"runs {args.action} takes no run id: it goes over the whole store.")
+        if args.action == "reindex":
+            report = store.reindex()
+            print(f"indexed {len(report.done)} runs in {store.root}")
+        else:
+            report = store.migrate()
+            print(f"rewrote the metadata of {len(report.done)} runs in {store.root} in the current schema" if report.done
+                  else f"every run in {store.root} is in the current schema" if not report.skipped
+                  else f"rewrote no runs in {store.root}")
+        for run_id, why in report.skipped.items():
+            print(f"skipped {run_id}: {why}")
     return 0
+
+
+def _check_context(model, task, shots: int, prompts: list[str], generated: int = 0) -> None:
+    """Tokenize (no forward pass) the prompts a command is about to run: one over the model's
+    context, or too close to it to decode ``generated`` more tokens, is an error now, not
+    after the cheaper cells have run."""
+    from workbench.model.inference import encode
+
+    n_ctx = model.bridge.cfg.n_ctx
+    for start in range(0, len(prompts), 64):
+        try:
+            longest = encode(model, prompts[start : start + 64]).tokens.shape[1]
+            if longest + generated > n_ctx:
+                raise ValueError(
+                    f"A prompt has {longest} tokens, and with up to {generated} generated tokens that is over the "
+                    f"context of {n_ctx} tokens of {model.name}: use fewer shots or shorter inputs."
+                )
+        except ValueError as err:
+            raise ValueError(f"task {task.name!r}, {shots}-shot prompts: {err}") from None
+
+
+def _check_device(spec: str | None) -> None:
+    """A --device the machine has (cpu, cuda[:N], mps), checked before the model loads."""
+    import torch
+
+    if spec is None:
+        return
+    try:
+        device = torch.device(spec)
+    except (RuntimeError, ValueError):
+        raise ValueError(f"Unknown device {spec!r}: use cpu, cuda, cuda:N or mps.") from None
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(f"--device {spec}: CUDA is not available here (torch {torch.__version__}); use --device cpu.")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise ValueError(f"--device {spec}: this machine has {torch.cuda.device_count()} CUDA device(s).")
+    elif device.type == "mps":
+        if not torch.backends.mps.is_available():
+            raise ValueError(f"--device {spec}: MPS is not available here; use --device cpu.")
+    elif device.type != "cpu":
+        raise ValueError(f"Unsupported device {spec!r}: use cpu, cuda, cuda:N or mps.")
 
 
 def _one_id(args: argparse.Namespace) -> str:
@@ -343,8 +425,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=cmd_fit)
 
-    p = sub.add_parser("runs", help="list / show / delete / export saved runs; migrate old metadata")
-    p.add_argument("action", choices=["list", "show", "delete", "export", "migrate"])
+    p = sub.add_parser("runs", help="list / show / delete / export saved runs; rebuild the index; migrate old metadata")
+    p.add_argument("action", choices=["list", "show", "delete", "export", "reindex", "migrate"])
     p.add_argument("ids", nargs="*", metavar="RUN_ID [DEST]")
     p.add_argument("--store", default=None, help="run store folder (default: $WORKBENCH_RUNS or the cache)")
     p.add_argument("--bundled", action="store_true", help="the runs shipped with the repo (read-only)")
@@ -359,12 +441,31 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from workbench.model.loading import ModelLoadError
 
-    try:
-        return args.func(args)
-    except (ModelLoadError, ValueError, OSError) as err:  # TaskFileError is a ValueError
-        message = " ".join(str(err).split()) or type(err).__name__
-        print(f"error: {message}", file=sys.stderr)
-        return EXIT_ERROR
-    except KeyboardInterrupt:
-        print("error: interrupted", file=sys.stderr)
-        return EXIT_INTERRUPTED
+    with warnings.catch_warnings():
+        from workbench.store.runs import IndexWarning
+
+        warnings.simplefilter("always", IndexWarning)
+        warnings.showwarning = _show_warning
+        try:
+            return args.func(args)
+        except (ModelLoadError, ValueError, OSError) as err:  # TaskFileError and RunError are ValueErrors
+            return _error(str(err) or type(err).__name__)
+        except KeyboardInterrupt:
+            print("error: interrupted", file=sys.stderr)
+            return EXIT_INTERRUPTED
+        except Exception as err:  # a bug: still one line, with a way to see the traceback
+            import os
+            import traceback
+
+            if os.environ.get("WORKBENCH_DEBUG"):
+                traceback.print_exc()
+            return _error(f"unexpected {type(err).__name__}: {err} (WORKBENCH_DEBUG=1 shows the traceback)")
+
+
+def _error(message: str) -> int:
+    print(f"error: {' '.join(message.split())}", file=sys.stderr)
+    return EXIT_ERROR
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    print(f"warning: {' '.join(str(message).split())}", file=sys.stderr)

@@ -58,6 +58,7 @@ def fit_score_save(
     Returns (fit, run id, metrics by task)."""
     method = get_method(name)
     tasks = [tasks] if isinstance(tasks, Task) else list(tasks)
+    (config or method.Config()).check(model.heads.shape.n_layers)  # before any work: no untrained runs
     fit = method.fit(model, tasks, config, progress=progress)
     metrics = score_fit(model, fit, tasks, eval_limit)[0] if score else {}
     run_id = store.save(to_run(fit, model, tasks, metrics))

@@ -19,9 +19,10 @@ the method list from it.
 
 from __future__ import annotations
 
+import math
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any, ClassVar
 
 import torch
@@ -32,6 +33,12 @@ from workbench.tasks.prompts import DEFAULT_TEMPLATE
 from workbench.tasks.task import Task
 
 Progress = Callable[[str, int, int, dict], None]  # (stage, done, total, record of the step)
+
+# What a setting of any method must be, by its name (MethodConfig.check): the least whole
+# number, or for rates a finite number above (lr) or from (init_std) zero.
+AT_LEAST = {"seed": 0, "shots": 1, "n_prompts": 1, "n_shuffled": 1, "steps": 1, "batch_size": 1, "top_k": 1,
+            "eval_every": 1, "patience": 1}
+ABOVE_ZERO, FROM_ZERO = ("lr",), ("init_std",)
 
 
 @dataclass(kw_only=True)
@@ -49,6 +56,31 @@ class MethodConfig:
 
     def as_dict(self) -> dict:
         return asdict(self)
+
+    def check(self, n_layers: int | None = None, names: dict[str, str] | None = None) -> None:
+        """Raise ValueError, naming the setting (``names`` maps a field to what the caller
+        calls it, e.g. a CLI flag), unless every setting can give a real fit: whole numbers
+        in range, finite positive rates, a layer the model has, a usable template."""
+        from workbench.tasks.prompts import get_template
+
+        get_template(self.template)
+        for f in fields(self):
+            value, name = getattr(self, f.name), (names or {}).get(f.name, f.name)
+            if f.name in AT_LEAST or f.name == "layer":
+                if value is None and f.name == "layer":
+                    continue
+                if isinstance(value, bool) or not isinstance(value, int):
+                    raise ValueError(f"{name} must be a whole number, got {value!r}.")
+                low = AT_LEAST.get(f.name, 0)
+                if value < low:
+                    raise ValueError(f"{name} must be >= {low}, got {value}.")
+                if f.name == "layer" and n_layers is not None and value >= n_layers:
+                    raise ValueError(f"{name} must be below the model's {n_layers} layers, got {value}.")
+            elif f.name in ABOVE_ZERO + FROM_ZERO:
+                if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+                    raise ValueError(f"{name} must be a finite number, got {value!r}.")
+                if value < 0 or (value == 0 and f.name in ABOVE_ZERO):
+                    raise ValueError(f"{name} must be {'>' if f.name in ABOVE_ZERO else '>='} 0, got {value}.")
 
 
 @dataclass(frozen=True)

@@ -31,10 +31,13 @@ def encode(model: LoadedModel, prompts: list[str]) -> Batch:
     from transformer_lens import utilities as utils
 
     bridge = model.bridge
-    tokens = bridge.to_tokens(prompts, padding_side="left").to(model.device)
+    # truncate=False: the bridge would otherwise cut every prompt to n_ctx from the right,
+    # dropping the query silently; an over-long prompt is an error instead.
+    tokens = bridge.to_tokens(prompts, padding_side="left", truncate=False).to(model.device)
     if tokens.shape[1] > bridge.cfg.n_ctx:
         raise ValueError(
-            f"A prompt has {tokens.shape[1]} tokens, over the model's context of {bridge.cfg.n_ctx}: use fewer shots."
+            f"A prompt has {tokens.shape[1]} tokens, over the context of {bridge.cfg.n_ctx} tokens of "
+            f"{model.name}: use fewer shots or shorter inputs."
         )
     mask = utils.get_attention_mask(
         model.tokenizer, tokens, prepend_bos=bridge.cfg.default_prepend_bos, padding_side="left"

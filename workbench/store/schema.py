@@ -125,6 +125,18 @@ def upgrade(meta: dict, lookup: TaskLookup) -> dict:
     missing = [key for key in _CORE if key not in meta]
     if missing:
         raise SchemaError(f"{where}: meta.json lacks {', '.join(missing)}.")
+    try:
+        return _upgrade_version_0(meta, lookup, where)
+    except SchemaError:
+        raise
+    except (TypeError, ValueError, AttributeError, KeyError) as err:  # fields of the wrong type
+        raise SchemaError(f"{where}: its version-0 metadata cannot be upgraded ({type(err).__name__}: {err}).") from None
+
+
+def _upgrade_version_0(meta: dict, lookup: TaskLookup, where: str) -> dict:
+    tasks = meta["tasks"]
+    if not (isinstance(tasks, list) and tasks and all(isinstance(t, str) and t for t in tasks)):
+        raise SchemaError(f"{where}: 'tasks' must be a non-empty list of names.")
     old = dict(meta)
     new = {key: old.pop(key) for key in _CORE}
     seed = int(old.get("config", {}).get("seed", 0))

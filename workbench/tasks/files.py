@@ -16,7 +16,10 @@ limit is the model's context, in tokens, checked when prompts are encoded.
 from __future__ import annotations
 
 import csv
+import dataclasses
+import io
 import json
+from collections import Counter
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -27,6 +30,7 @@ MAX_FILE_BYTES = 20 * 1024 * 1024
 MAX_RECORDS = 100_000
 MAX_VALUE_CHARS = 20_000  # a sanity bound; the real limit is the model's context in tokens
 MIN_RECORDS = 5
+LINE_BREAKS = "\n\r\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029"  # every character str.splitlines() breaks at
 
 
 class TaskFileError(ValueError):
@@ -149,23 +153,69 @@ def read_pairs(path: str | Path, check_duplicates: bool = True, minimum: int = M
 
 
 def _parse_json(path: Path, text: str) -> list:
+    """The records of a JSON task file. Numbers keep their literal text ("1.10" stays 1.10);
+    a key given twice in one object, NaN / Infinity, or nesting too deep to read are errors."""
+
+    def constant(name: str):
+        raise TaskFileError(f"{path}: {name} is not valid JSON (use a string, e.g. \"{name}\").")
+
     try:
-        data = json.loads(text)
+        data = json.loads(text, object_pairs_hook=_JsonObject.of, parse_int=str, parse_float=str,
+                          parse_constant=constant)
     except json.JSONDecodeError as err:
         raise TaskFileError(f"{path}: invalid JSON at line {err.lineno}, column {err.colno}: {err.msg}.") from None
+    except RecursionError:
+        raise TaskFileError(f"{path}: JSON nested too deeply to read; a task file is a list of flat records.") from None
     if not isinstance(data, list):
-        raise TaskFileError(f'{path}: expected a JSON list of {{"input": ..., "output": ...}} records, got {type(data).__name__}.')
+        raise TaskFileError(f'{path}: expected a JSON list of {{"input": ..., "output": ...}} records, got {_json_type(data)}.')
+    for i, record in enumerate(data):
+        if isinstance(record, _JsonObject) and record.repeated:
+            raise TaskFileError(f"{path}: record {i}: key {record.repeated[0]!r} appears more than once.")
     return data
 
 
+class _JsonObject(dict):
+    """A JSON object that remembers the keys given more than once (json keeps the last one)."""
+
+    repeated: list[str]
+
+    @classmethod
+    def of(cls, pairs: list[tuple[str, object]]) -> "_JsonObject":
+        obj = cls(pairs)
+        obj.repeated = [key for key, n in Counter(key for key, _ in pairs).items() if n > 1]
+        return obj
+
+
+def _json_type(value: object) -> str:
+    return "dict" if isinstance(value, dict) else type(value).__name__
+
+
 def _parse_csv(path: Path, text: str) -> list:
-    reader = csv.DictReader(text.splitlines())
-    fields = [f.strip().lower() for f in (reader.fieldnames or [])]
-    if "input" not in fields or "output" not in fields:
-        raise TaskFileError(f"{path}: a CSV task file needs a header row with 'input' and 'output' columns, got {reader.fieldnames}.")
-    rows = []
-    for row in reader:
-        rows.append({k.strip().lower(): v for k, v in row.items() if k is not None})
+    """The records of a CSV task file, parsed as CSV (quoted fields may hold commas and line
+    breaks, which the validation then refuses). Blank rows are skipped; a header that names a
+    column twice, or a row with more values than the header, is an error."""
+    reader = csv.reader(io.StringIO(text, newline=""))
+    try:
+        header = next(reader, [])
+        names = [name.strip().lower() for name in header]
+        if "input" not in names or "output" not in names:
+            raise TaskFileError(f"{path}: a CSV task file needs a header row with 'input' and 'output' columns, got {header}.")
+        twice = [name for name, n in Counter(n for n in names if n).items() if n > 1]
+        if twice:
+            columns = [i + 1 for i, name in enumerate(names) if name == twice[0]]
+            raise TaskFileError(f"{path}: the header names column {twice[0]!r} more than once (columns {columns}).")
+        rows = []
+        for row in reader:
+            if not any(value.strip() for value in row):
+                continue
+            if any(value.strip() for value in row[len(names) :]):
+                raise TaskFileError(
+                    f"{path}: record {len(rows)} (line {reader.line_num}) has {len(row)} values, the header "
+                    f"{len(names)} columns: quote a value that holds a comma."
+                )
+            rows.append({name: value for name, value in zip(names, row) if name})
+    except csv.Error as err:
+        raise TaskFileError(f"{path}: unreadable CSV at line {reader.line_num}: {err}.") from None
     return rows
 
 
@@ -186,11 +236,13 @@ def _validate(path: Path, records: list, minimum: int = MIN_RECORDS) -> list[Pai
             value = record[key]
             if isinstance(value, bool) or not isinstance(value, (str, int, float)):
                 raise TaskFileError(f"{where}: field {key!r} must be text, got {type(value).__name__}.")
-            value = str(value).strip()
+            value = str(value)
+            problem = _unusable_text(value)
+            if problem:
+                raise TaskFileError(f"{where}: field {key!r} {problem}.")
+            value = value.strip()
             if not value:
                 raise TaskFileError(f"{where}: field {key!r} is empty.")
-            if "\n" in value or "\r" in value:
-                raise TaskFileError(f"{where}: field {key!r} contains a line break; answers are read up to the first one.")
             if len(value) > MAX_VALUE_CHARS:
                 raise TaskFileError(f"{where}: field {key!r} has {len(value)} characters (limit {MAX_VALUE_CHARS}).")
             values.append(value)
@@ -200,10 +252,24 @@ def _validate(path: Path, records: list, minimum: int = MIN_RECORDS) -> list[Pai
     return pairs
 
 
+def _unusable_text(value: str) -> str | None:
+    """Why ``value`` cannot be a task's text (checked before stripping), or None."""
+    breaks = [c for c in value if c in LINE_BREAKS]
+    if breaks:
+        return f"contains a line break (U+{ord(breaks[0]):04X}); answers are read up to the first one"
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as err:
+        return f"is not valid Unicode (U+{ord(value[err.start]):04X} at character {err.start})"
+    return None
+
+
 def resolve_tasks(names: Iterable[str | Task], keep_first_duplicates: bool = False) -> list[Task]:
     """Tasks by built-in name, file path or split folder; ``"all"`` means every built-in task.
 
-    Order is kept and repeats are dropped. Raises ``TaskFileError`` for a bad name or file.
+    Order is kept and repeats (the same pairs, under any name or path) are dropped; tasks
+    that share a name but not their pairs are told apart (:func:`distinct_names`). Raises
+    ``TaskFileError`` for a bad name or file.
     """
     tasks: list[Task] = []
     seen: set[str] = set()
@@ -215,10 +281,31 @@ def resolve_tasks(names: Iterable[str | Task], keep_first_duplicates: bool = Fal
         else:
             batch = [load_task(item, keep_first_duplicates=keep_first_duplicates)]
         for task in batch:
-            key = task.path or task.name
+            key = task.content_hash  # a task's identity is its content, not its file's name
             if key not in seen:
                 seen.add(key)
                 tasks.append(task)
     if not tasks:
         raise ValueError("No tasks given.")
-    return tasks
+    return distinct_names(tasks)
+
+
+def distinct_names(tasks: list[Task]) -> list[Task]:
+    """``tasks`` under names that tell them apart: a task that shares its name with another
+    of ``tasks``, or with a built-in task, but not its pairs (``a/same.json`` and
+    ``b/same.json``; a user's ``antonym.json``) is renamed ``<name>@<first 8 hex digits of
+    its content hash>``. A built-in task, and a file with a built-in task's very pairs, keep
+    the name."""
+    builtin = catalog()
+    counts = Counter(task.name for task in tasks)
+
+    def is_builtin(task: Task) -> bool:
+        if task.name not in builtin:
+            return False
+        return Path(task.path) == DATA_DIR / f"{task.name}.json" or task.content_hash == load_task(task.name).content_hash
+
+    renamed = []
+    for task in tasks:
+        clash = (counts[task.name] > 1 or task.name in builtin) and not is_builtin(task)
+        renamed.append(dataclasses.replace(task, name=f"{task.name}@{task.content_hash[:8]}") if clash else task)
+    return renamed

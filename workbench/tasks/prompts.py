@@ -28,6 +28,11 @@ class PromptTemplate:
     def __post_init__(self) -> None:
         if "{x}" not in self.query:
             raise ValueError(f"Template query {self.query!r} must contain '{{x}}'.")
+        if "{y}" in self.query + self.separator or "{x}" in self.separator:
+            raise ValueError(
+                f"Template query {self.query!r}, separator {self.separator!r}: a '{{y}}' in either, or an "
+                "'{x}' in the separator, would be written into every prompt literally."
+            )
         if "\n" not in self.separator:
             raise ValueError(
                 f"Template separator {self.separator!r} must contain a newline: answers are "
@@ -59,7 +64,9 @@ def get_template(spec: str | PromptTemplate | None = None) -> PromptTemplate:
     """A template by name ('qa', 'arrow'), or a custom query format containing {x}.
 
     A custom format may carry its separator after a '|', e.g. "Input: {x}\\nOutput:|\\n\\n"
-    (escaped newlines are understood); without one it is a single newline.
+    (escaped newlines are understood); without one it is a single newline. A whole
+    demonstration with ``{y}`` is understood too, as the README writes templates:
+    "{x} -> {y}" is the query "{x} ->", and what follows "{y}" is the separator.
     """
     if isinstance(spec, PromptTemplate):
         return spec
@@ -72,8 +79,26 @@ def get_template(spec: str | PromptTemplate | None = None) -> PromptTemplate:
             "custom query format containing '{x}'."
         )
     text = spec.replace("\\n", "\n")
+    if "{y}" in text:
+        return _from_demonstration(spec, text)
     query, _, separator = text.partition("|")
     return PromptTemplate("custom", query, separator or "\n")
+
+
+def _from_demonstration(spec: str, text: str) -> PromptTemplate:
+    """A template written as one demonstration, "{x} -> {y}" or "Q: {x}\\nA: {y}\\n\\n"."""
+    before, *after = text.split("{y}")
+    if len(after) != 1 or "{x}" not in before or "{x}" in after[0] or "|" in after[0]:
+        raise ValueError(
+            f"Template {spec!r}: a demonstration is '{{x}}', then a single '{{y}}', then the separator "
+            "(no '|'), e.g. '{x} -> {y}'."
+        )
+    if not before.endswith(answer_text("")):
+        raise ValueError(
+            f"Template {spec!r}: answers are written after the query with one space, so '{{y}}' must "
+            "follow a space, e.g. '{x} -> {y}'."
+        )
+    return PromptTemplate("custom", before[: -len(answer_text(""))], after[0] or "\n")
 
 
 def answer_text(y: str) -> str:
