@@ -195,7 +195,8 @@ def cmd_fit(args: argparse.Namespace) -> int:
     model = load_model(args.model, device=args.device)
     config.check(model.heads.shape.n_layers, names=FIT_FLAGS)
     for task in tasks:
-        prompts, _ = train_prompts(task, template, shots, getattr(config, "n_prompts", 1), config.seed)
+        prompts, _ = train_prompts(task.split(config.seed).train, template, shots, getattr(config, "n_prompts", 1),
+                                   config.seed)
         _check_context(model, task, shots, prompts)
     groups = [tasks] if args.agnostic else [[t] for t in tasks]
     rows = []
