@@ -1,5 +1,6 @@
-"""Streamlit helpers shared by the app's pages: the model picker, cached loaders, URL state
-and figure export. Pages stay thin: widgets -> ``workbench`` -> ``analyses`` figures.
+"""Streamlit helpers shared by the app's pages: the views and their navigation, the model
+picker, cached loaders, URL state and figure export. Pages stay thin: widgets ->
+``workbench`` -> ``analyses`` figures.
 
 The view lives in the URL (``?model=...&task=...``): :func:`seed_from_query` gives a
 widget its first value from the URL, :func:`share_in_url` writes the current values back.
@@ -9,6 +10,9 @@ from __future__ import annotations
 
 import dataclasses
 import importlib.util
+import ipaddress
+import os
+import re
 import shutil
 import tempfile
 from collections.abc import Callable, Container
@@ -23,7 +27,89 @@ from workbench.model.loading import DEFAULT_MODEL, LoadedModel, ModelLoadError, 
 from workbench.tasks.files import MAX_FILE_BYTES, TaskFileError, load_task
 from workbench.tasks.task import Task
 
+# ----------------------------------------------------------------------------- views
+
+
+@dataclasses.dataclass(frozen=True)
+class View:
+    """One page of the app: its script in ``pages/``, its name in the navigation and the one
+    sentence its card on the home page says about it. Its URL is ``/<script stem>``."""
+
+    script: str
+    title: str
+    icon: str
+    summary: str
+
+    @property
+    def url_path(self) -> str:
+        return Path(self.script).stem
+
+
+HOME = View(
+    "pages/home.py",
+    "Home",
+    ":material/home:",
+    "What the workbench is, the loaded model and runs, and where to go.",
+)
+VIEWS = [  # the navigation's order; the home page shows a card for each
+    View(
+        "pages/evaluate.py",
+        "Evaluate",
+        ":material/fact_check:",
+        "Zero-shot against k-shot in-context learning on one task, query by query.",
+    ),
+    View(
+        "pages/compare.py",
+        "Compare methods",
+        ":material/leaderboard:",
+        "Every method on the same held-out queries: accuracy, prompt tokens, time and memory.",
+    ),
+    View(
+        "pages/head_relevance.py",
+        "Head relevance",
+        ":material/grid_on:",
+        "Which attention heads carry a task: SITE's alpha, the FV and LTV maps side by side.",
+    ),
+    View(
+        "pages/transfer.py",
+        "Head transfer",
+        ":material/swap_horiz:",
+        "Do one task's heads serve another? The task x task transfer matrix, cell by cell.",
+    ),
+]
+
+
+def navigation() -> st.Page:
+    """The app's pages for ``st.navigation`` in ``app.py``: home first (the default), then
+    :data:`VIEWS`, in a bar at the top (the sidebar holds the model picker). Returns the page
+    to run."""
+    pages = [
+        st.Page(view.script, title=view.title, icon=view.icon, default=view is HOME)
+        for view in [HOME, *VIEWS]
+    ]
+    return st.navigation(pages, position="top")
+
+
+def enter_page() -> None:
+    """Called first on every page. With a ``pages/`` folder beside ``app.py``, Streamlit starts
+    in its old folder mode until an entry script calls ``st.navigation``: on a freshly
+    started server a direct link such as ``/head_relevance?task=antonym`` runs that page file
+    alone (narrow layout, file names as navigation, no model picker). Here the page notices,
+    turns folder mode off (what ``st.navigation`` does) and runs again, now through ``app.py``:
+    page hashes come from the URL path, so the same page opens, with the same query."""
+    from streamlit.runtime.pages_manager import PagesManager
+
+    if getattr(PagesManager, "uses_pages_directory", False):
+        PagesManager.uses_pages_directory = False
+        st.rerun()
+
+
+# ----------------------------------------------------------------------------- models
+
+# ----------------------------------------------------------------------------- constants
+
 OTHER_MODEL = "other"
+ALLOW_MODEL_PATHS = "WORKBENCH_ALLOW_MODEL_PATHS"  # env var: 1 lets a server reachable from elsewhere load local models
 MODEL_NOTES = {
     DEFAULT_MODEL: "smollm2-135m-instruct (default)",
     "tiny-llama": "tiny-llama (random, tests)",
@@ -31,6 +117,19 @@ MODEL_NOTES = {
     OTHER_MODEL: "Other: local folder or HF name",
 }
 UPLOAD_LIMIT_MB = MAX_FILE_BYTES // 2**20
+
+
+# ----------------------------------------------------------------------------- text
+
+_MARKDOWN_SYNTAX = re.compile(r"([\\`*_{}\[\]()<>#+\-.!|~:$&])")
+
+
+def text(value: object) -> str:
+    """``value`` as literal text in any element that renders Markdown (``st.error``,
+    ``st.caption``, ...): every Markdown, HTML and directive character is escaped. Anything
+    that comes from a URL, a file or a run store goes through here, so a crafted link or file
+    cannot put links, images or styled text into the app."""
+    return _MARKDOWN_SYNTAX.sub(r"\\\1", str(value))
 
 
 # ----------------------------------------------------------------------------- URL state
@@ -83,18 +182,51 @@ def clicked_cell(event) -> list | None:
 # ----------------------------------------------------------------------------- models
 
 
+def model_paths_allowed() -> bool:
+    """Whether this server loads models other than the built-in ones (a local folder or a name
+    in the Hugging Face cache, typed in the sidebar or asked for by ``?model=``).
+
+    Off on a server reachable from other machines, where anyone could make it load any local
+    directory (an oracle of which folders exist, and a way to fill its memory). On when the
+    server listens on the loopback interface only (``server.address`` 127.0.0.1 or
+    localhost, the default in ``.streamlit/config.toml``), or when the environment variable
+    ``WORKBENCH_ALLOW_MODEL_PATHS`` is 1 / true / yes (0 / false / no turns it off anywhere)."""
+    setting = os.environ.get(ALLOW_MODEL_PATHS, "").strip().lower()
+    if setting in ("1", "true", "yes"):
+        return True
+    if setting in ("0", "false", "no"):
+        return False
+    address = str(st.get_option("server.address") or "").strip("[]")
+    if address == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(address).is_loopback
+    except ValueError:  # unset: Streamlit listens on every interface
+        return False
+
+
 def model_picker() -> str:
     """The sidebar model picker shared by every page, kept in ``?model=``. Returns the name."""
-    choices = available_models()
+    builtin = available_models()
+    paths_allowed = model_paths_allowed()
+    choices = [*builtin, OTHER_MODEL] if paths_allowed else builtin
     if "model_choice" not in st.session_state:
         requested = st.query_params.get("model") or DEFAULT_MODEL
-        st.session_state.model_choice = requested if requested in choices else OTHER_MODEL
-        if requested not in choices:
+        if requested in builtin:
+            st.session_state.model_choice = requested
+        elif paths_allowed:
+            st.session_state.model_choice = OTHER_MODEL
             st.session_state.model_path = requested
+        else:
+            st.session_state.model_choice = DEFAULT_MODEL
+            st.warning(
+                f"The link asks for the model {text(requested)}, but this server loads only its built-in "
+                f"models: it is reachable from other machines. Showing {DEFAULT_MODEL} instead. (Set "
+                f"{ALLOW_MODEL_PATHS}=1 where the server is started to allow local folders.)",
+                icon=":material/block:",
+            )
     with st.sidebar:
-        choice = st.selectbox(
-            "Model", [*choices, OTHER_MODEL], key="model_choice", format_func=MODEL_NOTES.get
-        )
+        choice = st.selectbox("Model", choices, key="model_choice", format_func=MODEL_NOTES.get)
         name = choice
         if choice == OTHER_MODEL:
             name = st.text_input(
@@ -103,6 +235,8 @@ def model_picker() -> str:
                 help="A local folder with config and weights, or a name already in the local "
                 "Hugging Face cache (there is no hub access at run time).",
             ).strip()
+        elif not paths_allowed:
+            st.caption(f"Built-in models only: this server is reachable from other machines ({ALLOW_MODEL_PATHS}).")
     if not name:
         st.info("Type a local model directory or a Hugging Face model name in the sidebar.")
         st.stop()
@@ -121,22 +255,27 @@ def _load_model(name: str) -> LoadedModel:
 
 def get_model(name: str) -> LoadedModel:
     """The model, loaded once per server process; a load error is shown and stops the page."""
+    if name not in available_models() and not model_paths_allowed():
+        st.error(f"This server loads only its built-in models, not {text(name)}.", icon=":material/block:")
+        st.stop()
     try:
-        with st.spinner(f"Loading model {name} (the embedded model takes ~15 s the first time) ..."):
+        with st.spinner(f"Loading model {text(name)} (the embedded model takes ~15 s the first time) ..."):
             return _load_model(name)
     except ModelLoadError as err:
-        st.error(str(err), icon=":material/error:")
+        st.error(text(err), icon=":material/error:")
         st.stop()
 
 
 def current_model() -> LoadedModel:
-    """The model picked in the sidebar (or ``?model=``), with its shape shown in the sidebar."""
+    """The model picked in the sidebar (or ``?model=``), with its shape shown in the sidebar,
+    and a warning there for any run store or run that cannot be read."""
     model = get_model(current_model_name())
     shape = model.heads.shape
     st.sidebar.caption(
-        f"**{model.name}** ({model.source}, {model.device}): {shape.n_layers} layers x "
+        f"**{text(model.name)}** ({model.source}, {model.device}): {shape.n_layers} layers x "
         f"{shape.n_heads} heads ({shape.n_kv_heads} key/value), d_model {shape.d_model}"
     )
+    show_store_problems()
     return model
 
 
@@ -215,6 +354,7 @@ def export_buttons(
 # ----------------------------------------------------------------------------- fitted runs
 
 RUN_STORES = {"bundled": "bundled_store", "user": "user_store"}  # label -> workbench.store.runs factory
+RUN_COLUMNS = ["id", "method", "model", "tasks", "created", "metrics", "store"]
 
 
 def run_store(label: str):
@@ -224,36 +364,102 @@ def run_store(label: str):
     return getattr(runs, RUN_STORES[label])()
 
 
+def _store_stamp(root: Path) -> tuple:
+    """What changes when a store's runs change: its index file, else its run folders."""
+    index = root / "index.sqlite"
+    if index.is_file():
+        stat = index.stat()
+        return ("index", stat.st_mtime_ns, stat.st_size)
+    metas = [path.stat().st_mtime_ns for path in root.glob("*/meta.json")] if root.is_dir() else []
+    return ("folders", len(metas), max(metas, default=0))
+
+
+def _valid_run_row(row) -> bool:
+    return (
+        isinstance(row.id, str) and bool(row.id)
+        and isinstance(row.method, str)
+        and isinstance(row.model, str)
+        and isinstance(row.tasks, list) and bool(row.tasks) and all(isinstance(t, str) for t in row.tasks)
+        and isinstance(row.created, str)
+        and isinstance(row.metrics, dict)
+    )
+
+
+@st.cache_data(show_spinner=False, max_entries=8)
+def _read_store(label: str, root: str, stamp: tuple) -> tuple[pd.DataFrame, list[str]]:
+    """Every run a store lists (``root`` and ``stamp`` key the cache: a new run, here or from
+    the CLI, changes the stamp), and why any were skipped. Never raises: a damaged store or
+    run becomes a problem to show."""
+    try:
+        frame = run_store(label).list()
+    except Exception as err:  # one unreadable file must not take a page down
+        return pd.DataFrame(columns=RUN_COLUMNS), [f"The {label} run store ({root}) could not be read: {err}"]
+    valid = [_valid_run_row(row) for row in frame.itertuples()]
+    problems = [
+        f"Skipped a damaged run in the {label} store: {row.id if isinstance(row.id, str) else '(no id)'}"
+        for row, ok in zip(frame.itertuples(), valid) if not ok
+    ]
+    frame = frame[pd.Series(valid, index=frame.index, dtype=bool)].reset_index(drop=True)
+    frame["store"] = label
+    return frame[RUN_COLUMNS], problems
+
+
+def store_runs(label: str) -> tuple[pd.DataFrame, list[str]]:
+    """All runs of one store (columns :data:`RUN_COLUMNS`), read once per change of the
+    store, and the problems met reading it."""
+    try:
+        root = run_store(label).root
+    except Exception as err:
+        return pd.DataFrame(columns=RUN_COLUMNS), [f"The {label} run store could not be opened: {err}"]
+    return _read_store(label, str(root), _store_stamp(root))
+
+
+def all_runs() -> pd.DataFrame:
+    """The runs of both stores (columns :data:`RUN_COLUMNS`), bundled first."""
+    frames = [store_runs(label)[0] for label in RUN_STORES]
+    frames = [frame for frame in frames if not frame.empty]
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=RUN_COLUMNS)
+
+
+def show_store_problems() -> None:
+    """A warning in the sidebar for each store or run that could not be read (skipped)."""
+    for label in RUN_STORES:
+        for problem in store_runs(label)[1]:
+            st.sidebar.warning(text(problem), icon=":material/warning:")
+
+
 def fitted_runs(method: str, model_name: str) -> pd.DataFrame:
     """The newest single-task run of ``method`` per task for ``model_name``, from both stores
     (a user's run wins over a bundled one of the same age): columns task, id, store, created,
     metrics (that task's entry of the run's metrics, or {})."""
     columns = ["task", "id", "store", "created", "metrics"]
-    frames = []
-    for label in RUN_STORES:
-        try:
-            runs = run_store(label).list(method=method, model=model_name)
-        except Exception as err:  # an unreadable store must not take the page down
-            st.warning(f"Could not read the {label} run store: {err}", icon=":material/warning:")
-            continue
-        runs = runs[runs["tasks"].map(len) == 1]
-        if runs.empty:
-            continue
-        task = runs["tasks"].map(lambda ts: ts[0])
-        metrics = [m[t] if isinstance(m.get(t), dict) else m for m, t in zip(runs["metrics"], task)]
-        columns_here = {"task": task, "id": runs["id"], "store": label, "created": runs["created"]}
-        frames.append(pd.DataFrame({**columns_here, "metrics": metrics}))
-    if not frames:
+    runs = all_runs()
+    runs = runs[
+        (runs["method"].str.lower() == method.lower())
+        & (runs["model"] == model_name)
+        & (runs["tasks"].map(len) == 1)
+    ]
+    if runs.empty:
         return pd.DataFrame(columns=columns)
-    table = pd.concat(frames, ignore_index=True).sort_values("created", kind="stable")
+    task = runs["tasks"].map(lambda ts: ts[0])
+    metrics = [m[t] if isinstance(m.get(t), dict) else m for m, t in zip(runs["metrics"], task)]
+    table = pd.DataFrame(
+        {"task": task, "id": runs["id"], "store": runs["store"], "created": runs["created"], "metrics": metrics}
+    ).sort_values("created", kind="stable")
     return table.drop_duplicates("task", keep="last").sort_values("task").reset_index(drop=True)
 
 
 @st.cache_resource(show_spinner=False, max_entries=256)
 def _fit_from_store(root: str, label: str, run_id: str, model_name: str, _model: LoadedModel):
     from workbench.store.codec import from_run
+    from workbench.store.runs import RunError
 
-    return from_run(run_store(label).load(run_id), _model)
+    try:
+        return from_run(run_store(label).load(run_id), _model)
+    except RunError:
+        raise
+    except Exception as err:  # a truncated tensors file, a meta.json of the wrong shape, ...
+        raise RunError(f"Run {run_id} in the {label} store is damaged: {type(err).__name__}: {err}") from None
 
 
 def stored_fit(label: str, run_id: str, model: LoadedModel):

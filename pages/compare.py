@@ -37,6 +37,7 @@ COLUMNS = {
     "fit_s": st.column_config.NumberColumn("fit (s)", format="%.1f"),
 }
 
+app_state.enter_page()
 st.title("Compare methods")
 st.caption(
     "Every method on the same held-out queries: zero-shot, k-shot in-context learning, and the "

@@ -22,6 +22,7 @@ CUSTOM = "custom"
 CUSTOM_EXAMPLE = r"Input: {x}\nOutput:"
 RESULTS_KEY = "evaluate_results"
 
+app_state.enter_page()
 st.title("Evaluate")
 st.caption(
     "Does the model do the task from examples alone? Zero-shot prompts against k-shot "

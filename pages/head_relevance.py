@@ -35,6 +35,7 @@ MAP_METHODS = head_map_methods()
 EVAL_LIMIT = 100  # test queries scored after a fit (0: none)
 FITTED_KEY = "hr_just_fitted"
 
+app_state.enter_page()
 st.title("Head relevance")
 st.caption(
     "SITE learns one soft selection weight alpha[l, h] in [0, 1] per attention head: how much "

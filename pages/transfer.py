@@ -42,6 +42,7 @@ COMPUTED, BUNDLED = "Computed here", "Bundled matrix"
 ALPHA = ALPHA_KIND
 HEAD_MAPS = {ALPHA: None, **{f"{m} top-k": m for m in head_map_methods()}}  # label -> method
 
+app_state.enter_page()
 st.title("Head transfer")
 st.caption(
     "Cell (A, B): task B, zero-shot, with B's own task embedding injected at the heads selected "

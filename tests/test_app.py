@@ -3,6 +3,7 @@ and the figure / table builders it shares with the CLI."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pandas as pd
@@ -34,6 +35,11 @@ def _evaluate_page(**query) -> AppTest:
     return at.run()
 
 
+def shown(markdown: str) -> str:
+    """The text a Markdown body shows when every special character is escaped."""
+    return re.sub(r"\\(.)", r"\1", markdown)
+
+
 def _no_exception(at: AppTest) -> None:
     assert not at.exception, [e.value for e in at.exception]
 
@@ -46,8 +52,11 @@ def test_entry_app_runs_with_model_from_url():
     _no_exception(at)
     assert not at.error
     assert at.sidebar.selectbox(key="model_choice").value == "tiny-llama"
-    assert at.title[0].value == "Evaluate"  # the default page
+    assert at.title[0].value == "Task Vector Workbench"  # the home page is the default
     assert at.query_params["model"] == "tiny-llama"
+    at.switch_page("pages/evaluate.py").run()
+    _no_exception(at)
+    assert at.title[0].value == "Evaluate"
     assert at.query_params["shots"] == "2"  # the page writes its view back into the URL
 
 
@@ -55,8 +64,46 @@ def test_unknown_model_shows_error():
     at = _app(model="no-such-model-anywhere")
     _no_exception(at)
     assert at.sidebar.text_input(key="model_path").value == "no-such-model-anywhere"
-    assert at.error and "Could not load model 'no-such-model-anywhere'" in at.error[0].value
+    assert at.error and "Could not load model 'no-such-model-anywhere'" in shown(at.error[0].value)
     assert not at.button  # the page stopped before its widgets
+
+
+def test_model_name_from_url_is_shown_as_text():
+    crafted = "[Log in here](https://evil.example) ![x](https://evil.example/x.png) :red[ALERT] <b>x</b>"
+    at = _app(model=crafted)
+    _no_exception(at)
+    body = at.error[0].value
+    assert crafted in shown(body)  # the name is there, every character of it ...
+    assert not re.search(r"(?<!\\)[][()<>!:]", body)  # ... but none of it is Markdown or HTML
+
+
+def test_local_models_are_off_on_a_server_reachable_from_elsewhere(monkeypatch):
+    import app_state
+
+    monkeypatch.setattr(app_state, "DEFAULT_MODEL", "tiny-llama")
+    monkeypatch.setenv("WORKBENCH_ALLOW_MODEL_PATHS", "0")
+    at = _app(model="/etc")
+    _no_exception(at)
+    assert at.warning and "loads only its built-in models" in shown(at.warning[0].value)
+    assert at.sidebar.selectbox(key="model_choice").value == "tiny-llama"
+    assert "other" not in at.sidebar.selectbox(key="model_choice").options
+    assert at.query_params["model"] == "tiny-llama"
+    assert not at.error
+
+
+@pytest.mark.parametrize(
+    ("address", "setting", "allowed"),
+    [("127.0.0.1", "", True), ("localhost", "", True), ("::1", "", True), ("0.0.0.0", "", False),
+     ("", "", False), ("0.0.0.0", "1", True), ("127.0.0.1", "0", False)],
+)
+def test_model_paths_allowed(monkeypatch, address, setting, allowed):
+    import streamlit as st
+
+    import app_state
+
+    monkeypatch.setattr(st, "get_option", lambda key: address if key == "server.address" else None)
+    monkeypatch.setenv("WORKBENCH_ALLOW_MODEL_PATHS", setting)
+    assert app_state.model_paths_allowed() is allowed
 
 
 # ----------------------------------------------------------------------------- evaluate page
