@@ -79,15 +79,18 @@ VIEWS = [  # the navigation's order; the home page shows a card for each
 ]
 
 
-def navigation() -> st.Page:
-    """The app's pages for ``st.navigation`` in ``app.py``: home first (the default), then
-    :data:`VIEWS`, in a bar at the top (the sidebar holds the model picker). Returns the page
-    to run."""
+def run_app() -> None:
+    """The app, as ``app.py`` runs it: page set-up, the navigation (home first, the default,
+    then :data:`VIEWS`, in a bar at the top), the sidebar's model picker, then the page the
+    URL names."""
+    st.set_page_config(page_title="Task Vector Workbench", page_icon=":material/hub:", layout="wide")
     pages = [
         st.Page(view.script, title=view.title, icon=view.icon, default=view is HOME)
         for view in [HOME, *VIEWS]
     ]
-    return st.navigation(pages, position="top")
+    page = st.navigation(pages, position="top")
+    model_picker()
+    page.run()
 
 
 def enter_page() -> None:
@@ -95,16 +98,16 @@ def enter_page() -> None:
     in its old folder mode until an entry script calls ``st.navigation``: on a freshly
     started server a direct link such as ``/head_relevance?task=antonym`` runs that page file
     alone (narrow layout, file names as navigation, no model picker). Here the page notices,
-    turns folder mode off (what ``st.navigation`` does) and runs again, now through ``app.py``:
-    page hashes come from the URL path, so the same page opens, with the same query."""
+    turns folder mode off (what ``st.navigation`` does) and runs the whole app in its place,
+    in this same script run (widget events included): page hashes come from the URL path, so
+    the app opens the same page, with the same query."""
     from streamlit.runtime.pages_manager import PagesManager
 
     if getattr(PagesManager, "uses_pages_directory", False):
         PagesManager.uses_pages_directory = False
-        st.rerun()
+        run_app()
+        st.stop()  # the page ran inside the app; this folder-mode run of it ends here
 
-
-# ----------------------------------------------------------------------------- models
 
 # ----------------------------------------------------------------------------- constants
 
@@ -364,13 +367,13 @@ def run_store(label: str):
     return getattr(runs, RUN_STORES[label])()
 
 
-def _store_stamp(root: Path) -> tuple:
-    """What changes when a store's runs change: its index file, else its run folders."""
-    index = root / "index.sqlite"
-    if index.is_file():
-        stat = index.stat()
+def _store_stamp(store) -> tuple:
+    """What changes when the runs a store lists change: its SQLite index, or (a read-only
+    store, listed from its folders) the run folders' metadata files."""
+    if not store.read_only:
+        stat = (store.root / "index.sqlite").stat()
         return ("index", stat.st_mtime_ns, stat.st_size)
-    metas = [path.stat().st_mtime_ns for path in root.glob("*/meta.json")] if root.is_dir() else []
+    metas = [path.stat().st_mtime_ns for path in store.root.glob("*/meta.json")]
     return ("folders", len(metas), max(metas, default=0))
 
 
@@ -408,10 +411,11 @@ def store_runs(label: str) -> tuple[pd.DataFrame, list[str]]:
     """All runs of one store (columns :data:`RUN_COLUMNS`), read once per change of the
     store, and the problems met reading it."""
     try:
-        root = run_store(label).root
+        store = run_store(label)
+        stamp = _store_stamp(store)
     except Exception as err:
         return pd.DataFrame(columns=RUN_COLUMNS), [f"The {label} run store could not be opened: {err}"]
-    return _read_store(label, str(root), _store_stamp(root))
+    return _read_store(label, str(store.root), stamp)
 
 
 def all_runs() -> pd.DataFrame:
@@ -485,5 +489,5 @@ def task_fits(task: str, model: LoadedModel, methods) -> tuple[dict, dict, list[
             fits[method] = stored_fit(row["store"], row["id"], model)
             rows[method] = row
         except RunError as err:
-            problems.append(f"{method}: {err}")
+            problems.append(f"{method} run {row['id']} ({row['store']} store): {err}")
     return fits, rows, problems

@@ -77,7 +77,7 @@ if source == SAVED:
     try:
         table = read_benchmark(saved[template])
     except (OSError, ValueError) as err:
-        st.error(str(err), icon=":material/error:")
+        st.error(app_state.text(err), icon=":material/error:")
         st.stop()
     tasks = [MEAN, *sorted(table["task"].unique())]
     app_state.seed_from_query("cmp_task", MEAN, valid=tasks, param="task")
@@ -119,12 +119,12 @@ app_state.share_in_url(task=task_name)
 try:
     task = app_state.get_task(task_name)
 except TaskFileError as err:
-    st.error(str(err), icon=":material/error:")
+    st.error(app_state.text(err), icon=":material/error:")
     st.stop()
 
 fits, rows, problems = app_state.task_fits(task_name, model, METHODS)
 for problem in problems:
-    st.warning(f"Skipped a run that does not load: {problem}", icon=":material/warning:")
+    st.warning(app_state.text(f"Skipped a run that does not load: {problem}"), icon=":material/warning:")
 other_template = [m for m, fit in fits.items() if fit.config.template != template]
 fits = {m: fit for m, fit in fits.items() if m not in other_template}
 missing = [m for m in METHODS if m not in fits]
@@ -162,7 +162,7 @@ if missing:
                     )
                 except (ValueError, RunError, OSError) as err:
                     status.update(label=f"Fitting {name} failed", state="error")
-                    st.error(str(err), icon=":material/error:")
+                    st.error(app_state.text(err), icon=":material/error:")
                     st.stop()
                 st.write(f"{name}: run `{run_id}`")
             status.update(label="Fitted; comparing ...", state="complete", expanded=False)

@@ -104,7 +104,7 @@ try:
     splits = task.split(seed)
     check_grid([task], [0, shots], split=split, seed=seed)
 except (TaskFileError, ValueError) as err:
-    st.error(str(err), icon=":material/error:")
+    st.error(app_state.text(err), icon=":material/error:")
     st.stop()
 
 data_col, prompt_col = st.columns([5, 7], gap="large")
@@ -162,7 +162,7 @@ if st.button("Run evaluation", type="primary", icon=":material/play_arrow:"):
             )
         except ValueError as err:
             status.update(label="Evaluation failed", state="error")
-            st.error(str(err), icon=":material/error:")
+            st.error(app_state.text(err), icon=":material/error:")
             st.stop()
         done = f"Evaluated {task.name}: {len(results)} queries"
         status.update(label=done, state="complete", expanded=False)

@@ -111,7 +111,7 @@ def fit_now(name: str, config: SiteConfig, eval_limit: int) -> None:
     try:
         task = app_state.get_task(name)
     except TaskFileError as err:
-        st.error(str(err), icon=":material/error:")
+        st.error(app_state.text(err), icon=":material/error:")
         return
     with st.status(f"Fitting SITE on {name} ({model.name}) ...", expanded=True) as status:
         st.write(
@@ -142,28 +142,32 @@ def fit_now(name: str, config: SiteConfig, eval_limit: int) -> None:
             )
         except (ValueError, RunError, OSError) as err:
             status.update(label=f"Fitting {name} failed", state="error")
-            st.error(str(err), icon=":material/error:")
+            st.error(app_state.text(err), icon=":material/error:")
             return
         status.update(label=f"Fitted {name}: run {run_id}", state="complete", expanded=False)
     st.session_state[FITTED_KEY] = name
     st.rerun()
 
 
-if task_name not in fitted:
+fit = None
+if task_name in fitted:
+    run = runs.loc[fitted[task_name]]
+    try:
+        fit = app_state.stored_fit(run["store"], run["id"], model)
+    except RunError as err:
+        st.warning(
+            app_state.text(f"Skipped the newest SITE run of {task_name}, {run['id']} ({run['store']} store): {err}"),
+            icon=":material/warning:",
+        )
+if fit is None:
     info_col.info(
-        f"No SITE run for **{task_name}** on {model.name} yet. Fit one now (saved to your run store).",
+        f"No usable SITE run for **{app_state.text(task_name)}** on {app_state.text(model.name)} yet. "
+        "Fit one now (saved to your run store).",
         icon=":material/info:",
     )
     config, eval_limit = fit_settings(expanded=True)
     if st.button("Fit SITE now", type="primary", icon=":material/model_training:"):
         fit_now(task_name, config, eval_limit)
-    st.stop()
-
-run = runs.loc[fitted[task_name]]
-try:
-    fit = app_state.stored_fit(run["store"], run["id"], model)
-except RunError as err:
-    st.error(str(err), icon=":material/error:")
     st.stop()
 
 with info_col:
@@ -235,7 +239,7 @@ app_state.export_buttons(stem, figure=alpha_fig, tables={"alpha": alpha_table})
 st.subheader(f"{', '.join(MAP_METHODS)} maps side by side")
 fits, method_runs, problems = app_state.task_fits(task_name, model, MAP_METHODS)
 for problem in problems:
-    st.warning(f"Skipped a run that does not load: {problem}", icon=":material/warning:")
+    st.warning(app_state.text(f"Skipped a run that does not load: {problem}"), icon=":material/warning:")
 missing = [m for m in MAP_METHODS if m not in fits]
 if len(fits) < 2:
     st.info(
@@ -310,7 +314,8 @@ for _, other in runs.iterrows():
         unreadable.append(other["task"])
 if unreadable:
     st.warning(
-        f"Skipped runs that do not load on {model.name}: {', '.join(unreadable)}.", icon=":material/warning:"
+        app_state.text(f"Skipped runs that do not load on {model.name}: {', '.join(unreadable)}."),
+        icon=":material/warning:",
     )
 across = head_across_tasks(maps, int(layer), int(head))
 across_fig = head_across_tasks_figure(across, int(layer), int(head), highlight=task_name)

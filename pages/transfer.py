@@ -161,7 +161,7 @@ if source_choice == COMPUTED:
                 for t in chosen
             ]
         except (TaskFileError, RunError) as err:
-            st.error(str(err), icon=":material/error:")
+            st.error(app_state.text(err), icon=":material/error:")
             st.stop()
         n_cells = len(chosen) * len({*chosen, *(s if isinstance(s, str) else s.label for s in sources)})
         with st.status(
@@ -178,7 +178,7 @@ if source_choice == COMPUTED:
                 )
             except (ValueError, KeyError) as err:
                 status.update(label="Transfer matrix failed", state="error")
-                st.error(str(err), icon=":material/error:")
+                st.error(app_state.text(err), icon=":material/error:")
                 st.stop()
             status.update(label=f"Transfer matrix done: {n_cells} cells", state="complete", expanded=False)
         st.session_state[RESULTS_KEY] = {
@@ -229,13 +229,15 @@ if kinds.nunique() > 1:
     matrix = matrix[kinds.isin(shown) | (matrix["source"] == matrix["target"])].reset_index(drop=True)
 
 names = list(dict.fromkeys([*matrix["source"], *matrix["target"]]))
-maps = {}
+maps, unreadable = {}, []
 for name in names:
     if name in run_of:
         try:
             maps[name] = fit_of(name).alpha
-        except RunError:
-            pass
+        except RunError as err:
+            unreadable.append(str(err))
+for problem in unreadable:
+    st.warning(app_state.text(f"Skipped a SITE run that does not load: {problem}"), icon=":material/warning:")
 cosine, jaccard = map_similarity(maps) if len(maps) >= 2 else (None, None)
 order = matrix_order(matrix, cosine)
 sources_list = list(dict.fromkeys(matrix["source"]))
@@ -333,7 +335,7 @@ else:
                     task = app_state.get_task(target)
                     heads = source_of(r["source_method"], r["source_task"], r["k"])
                 except (TaskFileError, RunError) as err:
-                    st.error(str(err), icon=":material/error:")
+                    st.error(app_state.text(err), icon=":material/error:")
                     st.stop()
                 cell_rows = cache[(source, target)] = cell_queries(
                     model, task, heads, fit_of(target), limit=limit, label=source

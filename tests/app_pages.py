@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -15,10 +16,17 @@ TIMEOUT = 180  # seconds per script run: the first one loads tiny-llama on CPU
 
 
 def open_page(name: str, **query) -> AppTest:
-    """Run ``pages/<name>.py`` once with ``?model=tiny-llama`` and the given query."""
-    at = AppTest.from_file(ROOT / "pages" / f"{name}.py", default_timeout=TIMEOUT)
+    """Open ``/<name>?model=tiny-llama&...`` as a link would: ``app.py`` (navigation, model
+    picker) running ``pages/<name>.py`` with the given query, once."""
+    at = AppTest.from_file(ROOT / "app.py", default_timeout=TIMEOUT)
     at.query_params.update({"model": "tiny-llama", **query})
-    return at.run()
+    return at.switch_page(f"pages/{name}.py").run()
+
+
+def shown(markdown: str) -> str:
+    """The text a Markdown body shows: its backslash escapes undone (``app_state.text``
+    escapes every special character of names and messages that come from a URL or a file)."""
+    return re.sub(r"\\(.)", r"\1", markdown)
 
 
 def no_exception(at: AppTest) -> None:

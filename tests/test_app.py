@@ -12,6 +12,7 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from analyses.figures.evaluation import accuracy_bar_chart
+from app_pages import shown
 from workbench.experiments.evaluation import side_by_side
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -33,11 +34,6 @@ def _evaluate_page(**query) -> AppTest:
     at = AppTest.from_file(ROOT / "pages" / "evaluate.py", default_timeout=TIMEOUT)
     at.query_params.update({"model": "tiny-llama", "shots": "2", "limit": "4", **query})
     return at.run()
-
-
-def shown(markdown: str) -> str:
-    """The text a Markdown body shows when every special character is escaped."""
-    return re.sub(r"\\(.)", r"\1", markdown)
 
 
 def _no_exception(at: AppTest) -> None:
@@ -182,21 +178,21 @@ def test_uploaded_task_file_is_used():
 def test_invalid_uploaded_file_shows_error(content, message):
     at = _upload(_evaluate_page(), "bad.json", content)
     _no_exception(at)
-    assert at.error and message in at.error[0].value
-    assert "bad.json" in at.error[0].value and "/tmp" not in at.error[0].value
+    assert at.error and message in shown(at.error[0].value)
+    assert "bad.json" in shown(at.error[0].value) and "/tmp" not in shown(at.error[0].value)
 
 
 def test_invalid_template_and_shots_show_errors():
     at = _evaluate_page(template="no placeholder here")
     _no_exception(at)
     assert at.selectbox(key="template").value == "custom"
-    assert at.error and "{x}" in at.error[0].value
+    assert at.error and "{x}" in shown(at.error[0].value)
 
     rows = "\n".join(f"w{i},W{i}" for i in range(8))
     at = _upload(_evaluate_page(), "small.csv", f"input,output\n{rows}\n".encode(), "text/csv")
     at.number_input(key="shots").set_value(10).run()
     _no_exception(at)
-    assert at.error and "too few" in at.error[0].value
+    assert at.error and "too few" in shown(at.error[0].value)
 
 
 # ----------------------------------------------------------------------------- figures and tables

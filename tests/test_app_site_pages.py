@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from app_pages import ROOT, TIMEOUT, figure_array, no_exception, open_page, private_stores
+from app_pages import ROOT, TIMEOUT, figure_array, no_exception, open_page, private_stores, shown
 from app_pages import charts as page_charts
 from streamlit.testing.v1 import AppTest
 
@@ -79,7 +79,7 @@ def test_head_relevance_head_from_url_and_inputs(runs_dir):
 def test_head_relevance_fit_now(runs_dir):
     at = open_page("head_relevance", task="lowercase")
     no_exception(at)
-    assert at.info and "No SITE run for **lowercase**" in at.info[0].value
+    assert at.info and "No usable SITE run for **lowercase**" in shown(at.info[0].value)
     assert not at.get("plotly_chart")
     for key, value in {
         "fit_steps": 3,
@@ -108,7 +108,7 @@ def empty_stores(tmp_path, monkeypatch) -> None:
 def test_head_relevance_without_any_run(empty_stores):
     at = open_page("head_relevance")
     no_exception(at)
-    assert at.info and "No SITE run" in at.info[0].value
+    assert at.info and "No usable SITE run" in at.info[0].value
     assert any(b.label == "Fit SITE now" for b in at.button)
 
 
