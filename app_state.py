@@ -15,6 +15,7 @@ import os
 import re
 import shutil
 import tempfile
+import typing
 from collections.abc import Callable, Container
 from pathlib import Path
 from typing import Any
@@ -23,8 +24,12 @@ import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 
+from app_jobs import FitJob, FitJobs, FitRequest
+from workbench.methods import MethodConfig
 from workbench.model.loading import DEFAULT_MODEL, LoadedModel, ModelLoadError, available_models, load_model
-from workbench.tasks.files import MAX_FILE_BYTES, TaskFileError, load_task
+from workbench.scoring import METRICS
+from workbench.tasks.files import MAX_FILE_BYTES, TaskFileError, catalog, load_task
+from workbench.tasks.prompts import TEMPLATES
 from workbench.tasks.task import Task
 
 # ----------------------------------------------------------------------------- views
@@ -75,6 +80,12 @@ VIEWS = [  # the navigation's order; the home page shows a card for each
         "Head transfer",
         ":material/swap_horiz:",
         "Do one task's heads serve another? The task x task transfer matrix, cell by cell.",
+    ),
+    View(
+        "pages/fit.py",
+        "Fit a method",
+        ":material/model_training:",
+        "Fit any method on any task in the background, watch it, stop it; runs land in your store.",
     ),
 ]
 
@@ -284,27 +295,113 @@ def current_model() -> LoadedModel:
 
 # ----------------------------------------------------------------------------- tasks
 
+UPLOADED_TASKS = "uploaded_tasks"  # session state: name -> Task of each file uploaded this session
+BUILT_IN, UPLOAD = "Built-in", "Upload a file"
+
 
 @st.cache_data(show_spinner=False)
-def get_task(name: str) -> Task:
-    """A built-in task by name (raises ``TaskFileError`` for an unknown one)."""
+def builtin_tasks() -> dict[str, dict]:
+    """The built-in task library: name -> description, category, case sensitivity."""
+    return catalog()
+
+
+@st.cache_data(show_spinner=False)
+def _builtin_task(name: str) -> Task:
     return load_task(name)
+
+
+def get_task(name: str) -> Task:
+    """A task by name: one uploaded in this session, else a built-in one (raises
+    ``TaskFileError`` for a name that is neither)."""
+    uploaded = st.session_state.get(UPLOADED_TASKS, {})
+    if name in uploaded:
+        return uploaded[name]
+    if name not in builtin_tasks():
+        raise TaskFileError(
+            f"No task {name!r} here: it is not built in, and no file of that name was uploaded in "
+            "this session (upload it again)."
+        )
+    return _builtin_task(name)
+
+
+def uploaded_tasks() -> dict[str, Task]:
+    return dict(st.session_state.get(UPLOADED_TASKS, {}))
 
 
 @st.cache_data(show_spinner=False, max_entries=16)
 def task_from_upload(file_name: str, data: bytes) -> Task:
-    """A user's uploaded JSON / CSV task file, validated by ``workbench.tasks``.
-
-    Raises ``TaskFileError`` with the uploaded file's name (not the temp path) in it."""
-    name = Path(file_name).name or "uploaded.json"
+    """A user's uploaded JSON / CSV task file, validated by ``workbench.tasks`` (size, format,
+    every record). Its name is the file's stem (``_uploaded`` added when a built-in task has
+    that name). Raises ``TaskFileError`` naming the uploaded file (never a temp path)."""
+    shown_name = Path(file_name).name
+    stem, suffix = Path(shown_name).stem, Path(shown_name).suffix.lower()
+    if suffix not in (".json", ".csv"):
+        raise TaskFileError(f"{shown_name}: a task file is .json or .csv.")
+    if len(data) > MAX_FILE_BYTES:
+        raise TaskFileError(
+            f"{shown_name}: {len(data):,} bytes is over the {MAX_FILE_BYTES:,}-byte limit for a task file."
+        )
+    safe_stem = re.sub(r"[^\w-]+", "_", stem).strip("_") or "uploaded"
+    if safe_stem in catalog():
+        safe_stem += "_uploaded"
     with tempfile.TemporaryDirectory() as folder:
-        path = Path(folder) / name
+        path = Path(folder) / f"{safe_stem}{suffix}"
         path.write_bytes(data)
         try:
             task = load_task(path)
         except TaskFileError as err:
-            raise TaskFileError(str(err).replace(str(path), name)) from None
+            raise TaskFileError(str(err).replace(str(path), shown_name)) from None
     return dataclasses.replace(task, path="")  # the temp file is gone
+
+
+def task_upload(key: str) -> Task | None:
+    """A file uploader for a task file; a valid file becomes a task of this session (every
+    page can then use it by name). A bad file shows why and stops the page. None until a
+    file is uploaded."""
+    upload = st.file_uploader(
+        "Task file: a JSON list of {\"input\", \"output\"} records, or a CSV with input,output columns",
+        type=["json", "csv"],
+        max_upload_size=UPLOAD_LIMIT_MB,
+        key=key,
+        help=f"Up to {UPLOAD_LIMIT_MB} MB; every record is checked (fields, duplicates, line breaks, count).",
+    )
+    if upload is None:
+        return None
+    try:
+        task = task_from_upload(upload.name, upload.getvalue())
+    except TaskFileError as err:
+        st.error(text(err), icon=":material/error:")
+        st.stop()
+    st.session_state.setdefault(UPLOADED_TASKS, {})[task.name] = task
+    return task
+
+
+def task_picker(key: str, *, names=(), default: str | None = None, param: str = "task") -> str | None:
+    """Pick one task: a built-in one (or one of ``names``, e.g. tasks with runs; and the
+    files uploaded this session) in a select box kept in ``?task=``, or a file to upload.
+    Returns the task's name, or None while no file is uploaded; fetch its data with
+    :func:`get_task`."""
+    options = sorted({*builtin_tasks(), *names, *uploaded_tasks()})
+    fallback = default if default in options else ("antonym" if "antonym" in options else options[0])
+    seed_from_query(key, fallback, valid=options, param=param)
+    source = st.radio("Task", [BUILT_IN, UPLOAD], horizontal=True, key=f"{key}_source")
+    if source == UPLOAD:
+        share_in_url(**{param: None})  # a file is not part of a shareable link
+        task = task_upload(f"{key}_file")
+        if task is None:
+            st.info("Upload a JSON or CSV task file to use it here.", icon=":material/upload_file:")
+        return None if task is None else task.name
+    name = st.selectbox("Task", options, key=key, label_visibility="collapsed")
+    share_in_url(**{param: name})
+    info = builtin_tasks().get(name)
+    if info:
+        st.caption(
+            f"{info.get('description', '')} ({info.get('category', '')}, "
+            f"{'case-sensitive' if info.get('case_sensitive') else 'case-insensitive'})"
+        )
+    elif name in uploaded_tasks():
+        st.caption(f"Uploaded in this session: {len(uploaded_tasks()[name])} pairs.")
+    return name
 
 
 # ----------------------------------------------------------------------------- export
@@ -491,3 +588,124 @@ def task_fits(task: str, model: LoadedModel, methods) -> tuple[dict, dict, list[
         except RunError as err:
             problems.append(f"{method} run {row['id']} ({row['store']} store): {err}")
     return fits, rows, problems
+
+
+# ----------------------------------------------------------------------------- fits in the background
+
+
+def config_form(method: str, key: str, columns: int = 4) -> MethodConfig:
+    """A widget per field of ``method``'s config dataclass (its defaults first), laid out in
+    ``columns``; returns the config. Numbers that may be None (e.g. FV's layer) are left
+    empty for "chosen by the method"; the template is picked from the named templates."""
+    from workbench.methods import get_method
+
+    config_class = get_method(method).Config
+    defaults = config_class()
+    hints = typing.get_type_hints(config_class)
+    values = {}
+    cells = st.columns(columns)
+    for i, spec in enumerate(dataclasses.fields(config_class)):
+        name, default, kind = spec.name, getattr(defaults, spec.name), hints[spec.name]
+        label = name.replace("_", " ")
+        widget_key = f"{key}_{name}"
+        with cells[i % columns]:
+            if name == "template":
+                options = list(dict.fromkeys([default, *TEMPLATES]))
+                values[name] = st.selectbox(label, options, key=widget_key)
+            elif kind is bool:
+                values[name] = st.checkbox(label, value=default, key=widget_key)
+            elif kind in (int, int | None):
+                values[name] = st.number_input(
+                    label, value=default, min_value=0, step=1, key=widget_key,
+                    placeholder="chosen by the fit" if default is None else None,
+                )
+            elif kind in (float, float | None):
+                values[name] = st.number_input(label, value=default, min_value=0.0, format="%g", key=widget_key)
+            else:
+                values[name] = st.text_input(label, value=str(default), key=widget_key)
+    return config_class(**{name: value for name, value in values.items()})
+
+
+@st.cache_resource(show_spinner=False)
+def fit_jobs() -> FitJobs:
+    """The server's one fit queue, shared by every session."""
+    return FitJobs()
+
+
+def start_fit(method: str, task_names: list[str], config: MethodConfig, model_name: str, eval_limit: int) -> FitJob:
+    """Queue a fit of ``method`` on the named tasks (built-in or uploaded this session); it
+    runs in its own process and saves to the user's run store. Raises ``TaskFileError``."""
+    tasks = tuple(get_task(name) for name in task_names)
+    request = FitRequest(method, model_name, tasks, config, str(run_store("user").root), int(eval_limit))
+    return fit_jobs().submit(request)
+
+
+FIT_STATE_ICONS = {
+    "queued": ":material/schedule:",
+    "running": ":material/progress_activity:",
+    "done": ":material/check_circle:",
+    "failed": ":material/error:",
+    "stopped": ":material/stop_circle:",
+}
+SEEN_ACTIVE = "fit_jobs_seen_active"  # session state: the jobs this session last saw active
+
+
+def fit_jobs_panel(model_name: str | None = None, methods: Container[str] | None = None) -> None:
+    """The fit jobs saving to this server's user store (optionally only one model's, or some
+    methods'), live: refreshed every second while one is queued or running, with a Stop
+    button each. When a job this session saw running finishes, the whole page runs again,
+    so its new run shows at once."""
+    store = str(run_store("user").root)
+
+    def shown_jobs() -> list[FitJob]:
+        return [
+            job for job in fit_jobs().jobs()
+            if job.request.store == store
+            and (model_name is None or job.request.model == model_name)
+            and (methods is None or job.request.method in methods)
+        ]
+
+    active = any(job.active for job in shown_jobs())
+
+    @st.fragment(run_every=1.0 if active else None)
+    def panel() -> None:
+        jobs = shown_jobs()
+        now_active = {job.id for job in jobs if job.active}
+        finished_since = set(st.session_state.get(SEEN_ACTIVE, ())) - now_active
+        st.session_state[SEEN_ACTIVE] = now_active
+        if finished_since:
+            st.rerun()  # a run landed in the store: the whole page runs again and shows it
+        for job in jobs:
+            _draw_fit_job(job)
+
+    panel()
+
+
+def _draw_fit_job(job: FitJob) -> None:
+    with st.container(border=True):
+        head, button = st.columns([8, 1], vertical_alignment="center")
+        head.markdown(f"**{text(job.request.label)}**: {job.state}", help=f"Job {job.id}")
+        if job.active:
+            button.button(
+                "Stop", key=f"stop_{job.id}", icon=":material/stop:", on_click=fit_jobs().stop, args=(job.id,),
+                disabled=job.stop_requested,
+            )
+        numbers = ", ".join(f"{name.replace('_', ' ')} {value:.4g}" for name, value in job.record.items() if name != "step")
+        if job.state == "running":
+            steps = f" {job.done} / {job.total}" if job.total else ""
+            st.progress(job.fraction, text=text(f"{job.stage}{steps}" + (f": {numbers}" if numbers else "")))
+        details = [f"{job.seconds:.0f} s"] if job.started else ["waiting for the fits before it"]
+        if job.peak_mib:
+            details.append(f"peak memory {job.peak_mib:,.0f} MiB")
+        if job.state == "done":
+            scored = "; ".join(
+                f"{task}: " + ", ".join(f"{METRICS.get(k.removeprefix('test_'), k)} {v:.0%}" for k, v in m.items()
+                                       if k.startswith("test_"))
+                for task, m in job.metrics.items()
+            )
+            details.append(f"run {text(job.run_id)} saved to your store" + (f"; {text(scored)}" if scored else ""))
+        elif job.state == "failed":
+            details.append(text(job.error))
+        elif job.state == "stopped":
+            details.append("nothing saved")
+        st.caption(" · ".join(details))

@@ -20,10 +20,8 @@ from workbench.experiments.comparison import (
     read_benchmark,
     task_view,
 )
-from workbench.experiments.fitting import fit_score_save
 from workbench.methods import METHODS
-from workbench.store.runs import RunError
-from workbench.tasks.files import TaskFileError, catalog
+from workbench.tasks.files import TaskFileError
 from workbench.tasks.prompts import DEFAULT_TEMPLATE, TEMPLATES, get_template
 
 SAVED, COMPUTED = "Saved benchmark", "Compute here"
@@ -104,18 +102,18 @@ if source == SAVED:
 
 # ----------------------------------------------------------------------------- computed here
 
-builtin = catalog()
-app_state.seed_from_query(
-    "cmp_task_here", "antonym" if "antonym" in builtin else next(iter(builtin)), valid=builtin, param="task"
-)
+app_state.seed_from_query("cmp_template_here", DEFAULT_TEMPLATE, valid=TEMPLATES, param="template")
+app_state.seed_from_query("cmp_shots", 10, int, valid=range(1, 101), param="shots")
+app_state.seed_from_query("cmp_limit", 40, int, valid=range(1, 100_001), param="limit")
 task_col, template_col, shots_col, limit_col = st.columns([4, 2, 1, 1], vertical_alignment="bottom")
-task_name = task_col.selectbox("Task", list(builtin), key="cmp_task_here")
-template = template_col.selectbox(
-    "Template", list(TEMPLATES), index=list(TEMPLATES).index(DEFAULT_TEMPLATE), key="cmp_template_here"
-)
-shots = shots_col.number_input("ICL shots", 1, 100, 10, key="cmp_shots")
-limit = limit_col.number_input("Test queries", 1, 100_000, 40, key="cmp_limit")
-app_state.share_in_url(task=task_name)
+with task_col:
+    task_name = app_state.task_picker("cmp_task_here")
+template = template_col.selectbox("Template", list(TEMPLATES), key="cmp_template_here")
+shots = shots_col.number_input("ICL shots", 1, 100, key="cmp_shots")
+limit = limit_col.number_input("Test queries", 1, 100_000, key="cmp_limit")
+app_state.share_in_url(template=template, shots=shots, limit=limit)
+if task_name is None:
+    st.stop()
 try:
     task = app_state.get_task(task_name)
 except TaskFileError as err:
@@ -130,43 +128,24 @@ fits = {m: fit for m, fit in fits.items() if m not in other_template}
 missing = [m for m in METHODS if m not in fits]
 st.caption(
     "Stored fits: "
-    + (", ".join(f"{m} `{rows[m]['id']}` ({rows[m]['store']})" for m in fits) or "none")
+    + (", ".join(f"{m} {app_state.text(rows[m]['id'])} ({rows[m]['store']})" for m in fits) or "none")
     + (f"; fitted with another template: {', '.join(other_template)}" if other_template else "")
     + "."
 )
 
 if missing:
     st.info(
-        f"No {template} fit of {', '.join(missing)} for {task_name} on {model.name}.", icon=":material/info:"
+        f"No {template} fit of {', '.join(missing)} for {app_state.text(task_name)} on "
+        f"{app_state.text(model.name)}.",
+        icon=":material/info:",
     )
     if st.button(
-        f"Fit {', '.join(missing)} now (default settings, saved to your run store)",
+        f"Fit {', '.join(missing)} now (default settings, in the background, saved to your run store)",
         icon=":material/model_training:",
     ):
-        with st.status(f"Fitting {', '.join(missing)} on {task_name} ...", expanded=True) as status:
-            bar = st.progress(0.0)
-            for name in missing:
-
-                def progress(stage: str, done: int, total: int, record: dict, name=name) -> None:
-                    bar.progress(min(1.0, done / max(total, 1)), text=f"{name} {stage} {done} / {total}")
-
-                try:
-                    _, run_id, _ = fit_score_save(
-                        model,
-                        task,
-                        name,
-                        METHODS[name].Config(template=template),
-                        app_state.run_store("user"),
-                        score=False,
-                        progress=progress,
-                    )
-                except (ValueError, RunError, OSError) as err:
-                    status.update(label=f"Fitting {name} failed", state="error")
-                    st.error(app_state.text(err), icon=":material/error:")
-                    st.stop()
-                st.write(f"{name}: run `{run_id}`")
-            status.update(label="Fitted; comparing ...", state="complete", expanded=False)
-        st.rerun()
+        for name in missing:
+            app_state.start_fit(name, [task_name], METHODS[name].Config(template=template), model.name, 0)
+    app_state.fit_jobs_panel(model.name, methods=set(missing))
 
 settings = {
     "model": model.name,

@@ -14,7 +14,7 @@ import app_state
 from analyses.figures.evaluation import accuracy_bar_chart
 from workbench.experiments.evaluation import majority_baseline, side_by_side
 from workbench.experiments.grid import check_grid, evaluate_grid, summarize_grid
-from workbench.tasks.files import TaskFileError, catalog
+from workbench.tasks.files import TaskFileError
 from workbench.tasks.prompts import DEFAULT_TEMPLATE, TEMPLATES, build_prompts, get_template
 
 SPLITS = ("train", "valid", "test")
@@ -32,8 +32,6 @@ model = app_state.current_model()
 
 # ----------------------------------------------------------------------------- settings
 
-tasks = catalog()
-app_state.seed_from_query("task", "antonym" if "antonym" in tasks else next(iter(tasks), ""), valid=tasks)
 if "template" not in st.session_state:
     requested = st.query_params.get("template") or DEFAULT_TEMPLATE
     st.session_state.template = requested if requested in TEMPLATES else CUSTOM
@@ -46,20 +44,7 @@ app_state.seed_from_query("seed", 0, int, valid=range(0, 2**31))
 
 task_col, template_col, numbers_col = st.columns([5, 4, 3], gap="large")
 with task_col:
-    source = st.radio("Task", ["Built-in", "Upload a file"], horizontal=True, key="task_source")
-    if source == "Built-in":
-        task_name = st.selectbox("Built-in task", list(tasks), key="task")
-        info = tasks.get(task_name, {})
-        st.caption(f"{info.get('description', '')} ({info.get('category', '')}, "
-                   f"{'case-sensitive' if info.get('case_sensitive') else 'case-insensitive'})")
-        upload = None
-    else:
-        upload = st.file_uploader(
-            "Task file: JSON list of {\"input\", \"output\"} records, or CSV with input,output columns",
-            type=["json", "csv"],
-            max_upload_size=app_state.UPLOAD_LIMIT_MB,
-            key="task_file",
-        )
+    task_name = app_state.task_picker("task")
 with template_col:
     template_choice = st.selectbox("Prompt template", [*TEMPLATES, CUSTOM], key="template")
     if template_choice == CUSTOM:
@@ -80,7 +65,6 @@ with numbers_col:
     seed = right.number_input("Seed", min_value=0, max_value=2**31 - 1, key="seed")
 
 app_state.share_in_url(
-    task=task_name if source == "Built-in" else None,
     template=template_spec,
     shots=shots,
     split=split,
@@ -90,14 +74,10 @@ app_state.share_in_url(
 
 # ----------------------------------------------------------------------------- task and prompts
 
+if task_name is None:
+    st.stop()
 try:
-    if source == "Built-in":
-        task = app_state.get_task(task_name)
-    elif upload is None:
-        st.info("Upload a JSON or CSV task file to evaluate it.")
-        st.stop()
-    else:
-        task = app_state.task_from_upload(upload.name, upload.getvalue())
+    task = app_state.get_task(task_name)
     if not template_spec.strip():
         raise ValueError("Type a custom query format containing {x}, e.g. " + CUSTOM_EXAMPLE)
     template = get_template(template_spec)
@@ -109,7 +89,7 @@ except (TaskFileError, ValueError) as err:
 
 data_col, prompt_col = st.columns([5, 7], gap="large")
 with data_col:
-    st.subheader(f"Task: {task.name}")
+    st.subheader(f"Task: {app_state.text(task.name)}")
     sizes = st.columns(4)
     for column, name in zip(sizes, SPLITS):
         column.metric(name, len(splits[name]))

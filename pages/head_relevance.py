@@ -9,7 +9,6 @@ a task without a run can be fitted here (saved to the user's store). Widgets ->
 
 from __future__ import annotations
 
-import math
 
 import streamlit as st
 
@@ -22,18 +21,13 @@ from analyses.figures.head_maps import (
     head_maps_figure,
     layer_profile_figure,
 )
-from workbench.experiments.fitting import fit_score_save
 from workbench.experiments.head_maps import alpha_summary, compare_maps, head_across_tasks, maps_table
-from workbench.methods import METHODS, head_map_methods
-from workbench.methods.site import SiteConfig
+from workbench.methods import METHODS, MethodConfig, head_map_methods
 from workbench.store.runs import RunError
-from workbench.tasks.files import TaskFileError, catalog
-from workbench.tasks.prompts import TEMPLATES
+from workbench.tasks.files import TaskFileError
 
-DEFAULTS = SiteConfig()
 MAP_METHODS = head_map_methods()
 EVAL_LIMIT = 100  # test queries scored after a fit (0: none)
-FITTED_KEY = "hr_just_fitted"
 
 app_state.enter_page()
 st.title("Head relevance")
@@ -49,104 +43,41 @@ shape = model.heads.shape
 
 runs = app_state.fitted_runs("SITE", model.name)
 fitted = dict(zip(runs["task"], runs.index))
-builtin = catalog()
-options = sorted({*builtin, *fitted})
-default_task = runs["task"].iloc[0] if len(runs) else ("antonym" if "antonym" in options else options[0])
-app_state.seed_from_query("hr_task", default_task, valid=options, param="task")
-
+default_task = runs["task"].iloc[0] if len(runs) else None
 
 task_col, info_col = st.columns([4, 8], gap="large")
-# Plain names: Streamlit keeps showing a keyed selectbox's old label for the current value when
-# its labels change, so the fitted state goes in the caption instead of the option labels.
-task_name = task_col.selectbox("Task", options, key="hr_task")
-task_col.caption(
-    f"SITE runs for {model.name}: {len(fitted)} of {len(options)} tasks"
-    + (f" ({', '.join(fitted)})." if 0 < len(fitted) <= 12 else ".")
-)
-app_state.share_in_url(task=task_name)
-if st.session_state.pop(FITTED_KEY, None) == task_name:
-    st.toast(f"SITE fitted on {task_name} and saved to your run store.", icon=":material/check_circle:")
+with task_col:
+    # Plain names: Streamlit keeps showing a keyed selectbox's old label for the current value when
+    # its labels change, so the fitted state goes in the caption instead of the option labels.
+    task_name = app_state.task_picker("hr_task", names=fitted, default=default_task)
+    st.caption(
+        f"SITE runs for {app_state.text(model.name)}: {len(fitted)} tasks"
+        + (f" ({app_state.text(', '.join(fitted))})." if 0 < len(fitted) <= 12 else ".")
+    )
+if task_name is None:
+    st.stop()
 
 
-def fit_settings(expanded: bool) -> tuple[SiteConfig, int]:
-    """The fit's hyperparameters (defaults: ``SiteConfig``) and how many test queries to score."""
+def fit_settings(expanded: bool) -> tuple[MethodConfig, int]:
+    """SITE's settings (defaults: its config) and how many test queries to score after."""
     with st.expander("Fit settings", expanded=expanded):
-        cols = st.columns(4)
-        steps = cols[0].number_input("Steps", 1, 5000, DEFAULTS.steps, key="fit_steps")
-        n_prompts = cols[1].number_input(
-            "Prompts M (embedding)", 1, 1000, DEFAULTS.n_prompts, key="fit_prompts"
-        )
-        shots = cols[2].number_input("Shots k (embedding)", 0, 100, DEFAULTS.shots, key="fit_shots")
-        batch = cols[3].number_input("Batch size", 1, 512, DEFAULTS.batch_size, key="fit_batch")
-        lr = cols[0].number_input("Learning rate", 0.001, 10.0, DEFAULTS.lr, format="%.3f", key="fit_lr")
-        every = cols[1].number_input("Valid check every", 1, 1000, DEFAULTS.eval_every, key="fit_eval_every")
-        template = cols[2].selectbox(
-            "Template",
-            list(TEMPLATES),
-            index=list(TEMPLATES).index(DEFAULTS.template) if DEFAULTS.template in TEMPLATES else 0,
-            key="fit_template",
-        )
-        eval_limit = cols[3].number_input(
-            "Test queries scored after",
-            0,
-            100_000,
-            EVAL_LIMIT,
-            key="fit_eval_limit",
+        config = app_state.config_form("SITE", key="hr_fit")
+        eval_limit = st.number_input(
+            "Test queries scored after the fit", 0, 100_000, EVAL_LIMIT, key="hr_fit_eval_limit",
             help="0: skip the evaluation (the run then has no accuracy).",
         )
-    config = SiteConfig(
-        template=template,
-        shots=int(shots),
-        n_prompts=int(n_prompts),
-        steps=int(steps),
-        lr=float(lr),
-        batch_size=int(batch),
-        eval_every=int(every),
-    )
     return config, int(eval_limit)
 
 
-def fit_now(name: str, config: SiteConfig, eval_limit: int) -> None:
-    """Fit SITE on one built-in task, score it, save it to the user's store, rerun."""
+def fit_now(name: str, config: MethodConfig, eval_limit: int) -> None:
+    """Queue a SITE fit of one task (built-in or uploaded); it runs in the background and its
+    run lands in the user's store, where this page finds it."""
     try:
-        task = app_state.get_task(name)
-    except TaskFileError as err:
+        job = app_state.start_fit("SITE", [name], config, model.name, eval_limit)
+    except (TaskFileError, ValueError) as err:
         st.error(app_state.text(err), icon=":material/error:")
         return
-    with st.status(f"Fitting SITE on {name} ({model.name}) ...", expanded=True) as status:
-        st.write(
-            f"Task embedding: mean head outputs over {config.n_prompts} {config.shots}-shot prompts, "
-            f"then {config.steps} Adam steps on alpha."
-        )
-        bar = st.progress(0.0, text="building the task embedding and caching the queries")
-
-        def progress(stage: str, step: int, total: int, record: dict) -> None:
-            valid = record["valid_loss"]
-            note = "" if math.isnan(valid) else f", valid loss {valid:.3f}"
-            bar.progress(
-                step / total, text=f"step {step} / {total}: train loss {record['train_loss']:.3f}{note}"
-            )
-
-        try:
-            if eval_limit:
-                st.write(f"Then {eval_limit} test queries are scored with the fitted injection.")
-            fit, run_id, _ = fit_score_save(
-                model,
-                task,
-                "SITE",
-                config,
-                app_state.run_store("user"),
-                eval_limit=eval_limit or None,
-                score=bool(eval_limit),
-                progress=progress,
-            )
-        except (ValueError, RunError, OSError) as err:
-            status.update(label=f"Fitting {name} failed", state="error")
-            st.error(app_state.text(err), icon=":material/error:")
-            return
-        status.update(label=f"Fitted {name}: run {run_id}", state="complete", expanded=False)
-    st.session_state[FITTED_KEY] = name
-    st.rerun()
+    st.toast(f"Queued: {app_state.text(job.request.label)}", icon=":material/schedule:")
 
 
 fit = None
@@ -168,6 +99,7 @@ if fit is None:
     config, eval_limit = fit_settings(expanded=True)
     if st.button("Fit SITE now", type="primary", icon=":material/model_training:"):
         fit_now(task_name, config, eval_limit)
+    app_state.fit_jobs_panel(model.name, methods={"SITE"})
     st.stop()
 
 with info_col:
@@ -333,8 +265,9 @@ app_state.export_buttons(
 st.divider()
 config, eval_limit = fit_settings(expanded=False)
 if st.button(
-    f"Fit SITE on {task_name} again",
+    f"Fit SITE on {app_state.text(task_name)} again",
     icon=":material/model_training:",
     help="A new run in your store; the newest run of a task is the one shown.",
 ):
     fit_now(task_name, config, eval_limit)
+app_state.fit_jobs_panel(model.name, methods={"SITE"})

@@ -33,7 +33,7 @@ from workbench.experiments.transfer import (
 from workbench.methods import head_map_methods
 from workbench.model.loading import DEFAULT_MODEL
 from workbench.store.runs import BUNDLED_RUNS, RunError
-from workbench.tasks.files import TaskFileError, catalog
+from workbench.tasks.files import TaskFileError
 
 BUNDLED_TRANSFER = BUNDLED_RUNS.parent / "site_transfer.csv"
 DEFAULT_TASKS = 6
@@ -52,8 +52,14 @@ st.caption(
 )
 model = app_state.current_model()
 runs = app_state.fitted_runs("SITE", model.name)
-builtin = catalog()
-runs = runs[runs["task"].isin(builtin)].reset_index(drop=True)  # evaluation needs the task's data
+with st.expander("A task of your own"):
+    st.caption(
+        "Tasks here need a SITE run and their data. A task you fitted from a file (on the Fit or Head "
+        "relevance page) joins the matrix once its file is uploaded in this session."
+    )
+    app_state.task_upload("tr_task_file")
+with_data = {*app_state.builtin_tasks(), *app_state.uploaded_tasks()}
+runs = runs[runs["task"].isin(with_data)].reset_index(drop=True)  # evaluation needs the task's data
 run_of = {row.task: (row.store, row.id) for row in runs.itertuples()}
 
 # A bundled matrix: its rows for this model, or, without a model column, the embedded model's.

@@ -62,3 +62,17 @@ def private_stores(monkeypatch, tmp_path: Path, runs: Path | None = None) -> Pat
     monkeypatch.setenv("WORKBENCH_CACHE", str(tmp_path / "cache"))
     monkeypatch.setattr(workbench.store.runs, "BUNDLED_RUNS", tmp_path / "bundled" / "runs")
     return target
+
+
+def wait_for_fits(at: AppTest, timeout: float = 240.0) -> AppTest:
+    """Run the page again until the fits it queued (``app_state.fit_jobs``) have finished;
+    then once more, as the page's live panel does, so it shows their runs."""
+    import time
+
+    import app_state
+
+    deadline = time.time() + timeout
+    while any(job.active for job in app_state.fit_jobs().jobs()):
+        assert time.time() < deadline, "fits still running"
+        time.sleep(0.5)
+    return at.run()

@@ -27,6 +27,7 @@ PAGES = {  # page -> its query
     "compare": {"source": "Compute here", "task": DAMAGED_TASK},
     "head_relevance": {"task": DAMAGED_TASK},
     "transfer": {},
+    "fit": {"method": "SITE", "task": DAMAGED_TASK},
 }
 LOADS_THE_RUN = {"compare", "head_relevance"}  # pages that load the damaged task's SITE run
 

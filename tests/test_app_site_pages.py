@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from app_pages import ROOT, TIMEOUT, figure_array, no_exception, open_page, private_stores, shown
+from app_pages import ROOT, TIMEOUT, figure_array, no_exception, open_page, private_stores, shown, wait_for_fits
 from app_pages import charts as page_charts
 from streamlit.testing.v1 import AppTest
 
@@ -82,17 +82,20 @@ def test_head_relevance_fit_now(runs_dir):
     assert at.info and "No usable SITE run for **lowercase**" in shown(at.info[0].value)
     assert not at.get("plotly_chart")
     for key, value in {
-        "fit_steps": 3,
-        "fit_prompts": 3,
-        "fit_shots": 1,
-        "fit_batch": 8,
-        "fit_eval_every": 2,
-        "fit_eval_limit": 2,
+        "hr_fit_steps": 3,
+        "hr_fit_n_prompts": 3,
+        "hr_fit_shots": 1,
+        "hr_fit_batch_size": 8,
+        "hr_fit_eval_every": 2,
+        "hr_fit_eval_limit": 2,
     }.items():
         at.number_input(key=key).set_value(value)
     next(b for b in at.button if b.label == "Fit SITE now").click().run()
     no_exception(at)
     assert not at.error
+    assert any("SITE on lowercase (tiny-llama)" in shown(m.value) for m in at.markdown)  # the job, live
+    wait_for_fits(at)
+    no_exception(at)
     runs = RunStore(runs_dir).list(method="SITE", task="lowercase")
     assert len(runs) == 1 and runs["metrics"][0]["lowercase"]["n_test"] == 2
     assert at.selectbox(key="hr_task").value == "lowercase"
