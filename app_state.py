@@ -407,14 +407,42 @@ def task_picker(key: str, *, names=(), default: str | None = None, param: str = 
 # ----------------------------------------------------------------------------- export
 
 
+IMAGE_FORMATS = {"png": "image/png", "svg": "image/svg+xml", "pdf": "application/pdf"}
+BROWSER_NAMES = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable", "chrome")
+
+
+@st.cache_resource(show_spinner=False, ttl=300)
+def image_export_problem() -> str | None:
+    """Why figures cannot be exported as PNG / SVG / PDF here, or None when they can:
+    plotly renders images through kaleido, which drives a Chromium (Debian's ``chromium``;
+    ``BROWSER_PATH`` names another)."""
+    if importlib.util.find_spec("kaleido") is None:
+        return "PNG, SVG and PDF export needs the Python package kaleido (make setup installs it)."
+    browser = os.environ.get("BROWSER_PATH")
+    if browser:
+        return None if os.access(browser, os.X_OK) else f"PNG, SVG and PDF export: BROWSER_PATH={browser} is not a program."
+    if not any(shutil.which(name) for name in BROWSER_NAMES):
+        return (
+            "PNG, SVG and PDF export needs a Chromium browser, and none is installed here "
+            "(Debian / Ubuntu: apt-get install chromium). The HTML file has the same chart."
+        )
+    return None
+
+
+def figure_image(figure: go.Figure, fmt: str) -> bytes:
+    """``figure`` as PNG (twice the on-screen resolution), SVG or PDF bytes, through kaleido."""
+    return figure.to_image(format=fmt, scale=2 if fmt == "png" else 1)
+
+
 def export_buttons(
     stem: str, figure: go.Figure | None = None, tables: dict[str, pd.DataFrame] | None = None
 ) -> None:
-    """One row of download buttons: the figure as standalone HTML (always) and as PNG / SVG
-    when kaleido and a Chromium are installed (otherwise a note says so), each table as CSV.
-    ``tables`` maps a button label to a frame; its file is ``<stem>_<label slug>.csv``."""
-    chromium = shutil.which("chromium") or shutil.which("google-chrome")
-    image_export = importlib.util.find_spec("kaleido") is not None and chromium is not None
+    """One row of download buttons: the figure as standalone HTML (always) and as PNG / SVG /
+    PDF (made when clicked, a few seconds each; disabled, saying why, where no Chromium or
+    kaleido is installed), and each table as CSV. ``tables`` maps a button label to a frame;
+    its file is ``<stem>_<label slug>.csv``."""
+    stem = re.sub(r"[^\w.+-]+", "_", stem)
+    problem = image_export_problem() if figure is not None else None
     with st.container(horizontal=True):
         if figure is not None:
             st.download_button(
@@ -426,29 +454,39 @@ def export_buttons(
                 icon=":material/download:",
                 help="A standalone HTML file with plotly.js inside: opens offline in any browser.",
             )
-            for fmt in ("png", "svg") if image_export else ():
+            for fmt, mime in IMAGE_FORMATS.items():
                 st.download_button(
-                    f"Chart ({fmt.upper()})",
-                    data=lambda fmt=fmt: figure.to_image(format=fmt, scale=2),
+                    fmt.upper(),
+                    data=lambda fmt=fmt: figure_image(figure, fmt),
                     file_name=f"{stem}.{fmt}",
+                    mime=mime,
                     on_click="ignore",
                     icon=":material/image:",
+                    disabled=problem is not None,
+                    help=problem or f"The chart as {fmt.upper()}, drawn by kaleido in a headless Chromium.",
                 )
         for label, frame in (tables or {}).items():
             slug = "_".join(label.lower().split())
             st.download_button(
                 f"{label} (CSV)",
-                data=frame.to_csv(index=False),
+                data=lambda frame=frame: frame.to_csv(index=False),
                 file_name=f"{stem}_{slug}.csv",
                 mime="text/csv",
                 on_click="ignore",
                 icon=":material/download:",
             )
-    if figure is not None and not image_export:
-        st.caption(
-            "PNG / SVG export needs `kaleido` and a Chromium browser, and this install lacks one "
-            "of them: use the HTML file, or the camera button in the chart's toolbar."
-        )
+    if problem is not None:
+        st.caption(problem)
+
+
+def benchmark_metric_columns() -> dict[str, str]:
+    """The answer metrics (``workbench.scoring.METRICS``) under their column names in the
+    methods benchmark tables (``comparison.from_summary`` renames them: first_token_acc ->
+    first, ...): benchmark column -> label. A metric added to METRICS shows up here."""
+    from workbench.experiments.comparison import from_summary
+
+    renamed = from_summary(pd.DataFrame(columns=["method", *METRICS]))
+    return dict(zip(list(renamed.columns)[1 : 1 + len(METRICS)], METRICS.values()))
 
 
 # ----------------------------------------------------------------------------- fitted runs

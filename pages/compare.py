@@ -11,9 +11,10 @@ from __future__ import annotations
 import streamlit as st
 
 import app_state
-from analyses.figures.comparison import PANELS, accuracy_matrix_figure, comparison_figure
+from analyses.figures.comparison import accuracy_matrix_figure, comparison_figure, memory_figure
 from workbench.experiments.comparison import (
     MEAN,
+    MEMORY,
     benchmark_files,
     compare_methods,
     from_summary,
@@ -26,13 +27,19 @@ from workbench.tasks.prompts import DEFAULT_TEMPLATE, TEMPLATES, get_template
 
 SAVED, COMPUTED = "Saved benchmark", "Compute here"
 RESULTS_KEY = "compare_results"
+METRIC_COLUMNS = app_state.benchmark_metric_columns()  # benchmark column -> label, from workbench.scoring
 COLUMNS = {
     "method": st.column_config.TextColumn("method"),
-    "first": st.column_config.NumberColumn("first-token acc", format="%.2f"),
-    "exact": st.column_config.NumberColumn("exact match", format="%.2f"),
+    **{column: st.column_config.NumberColumn(label, format="%.2f") for column, label in METRIC_COLUMNS.items()},
     "tokens": st.column_config.NumberColumn("prompt tokens / query", format="%.1f"),
     "s_per_query": st.column_config.NumberColumn("s / query", format="%.4f"),
     "fit_s": st.column_config.NumberColumn("fit (s)", format="%.1f"),
+    "fit_peak_mib": st.column_config.NumberColumn(
+        "fit peak (MiB)", format="%.0f", help="Peak memory of the fit, above what was in use before it."
+    ),
+    "eval_peak_mib": st.column_config.NumberColumn(
+        "eval peak (MiB)", format="%.0f", help="Peak memory while evaluating the test queries."
+    ),
 }
 
 app_state.enter_page()
@@ -56,9 +63,12 @@ def show(table, task: str, template: str, stem: str) -> None:
     st.plotly_chart(fig, key=f"cmp_bars_{stem}")
     columns = [c for c in COLUMNS if c in view.columns]
     st.dataframe(view[columns], hide_index=True, column_config=COLUMNS)
-    app_state.export_buttons(
-        f"{stem}_{task}".replace(" ", "_").replace("/", "_"), figure=fig, tables={"comparison": view}
-    )
+    app_state.export_buttons(f"{stem}_{task}", figure=fig, tables={"comparison": view})
+    if any(c in view.columns and view[c].notna().any() for c in MEMORY):
+        st.markdown("**Peak memory** of each method's fit and evaluation")
+        memory = memory_figure(view)
+        st.plotly_chart(memory, key=f"cmp_memory_{stem}")
+        app_state.export_buttons(f"{stem}_{task}_memory", figure=memory)
 
 
 # ----------------------------------------------------------------------------- saved benchmark
@@ -88,13 +98,15 @@ if source == SAVED:
     )
     show(table, task, template, f"methods_{model.name}_{template}")
     with st.expander("All tasks at once", expanded=task == MEAN):
+        app_state.seed_from_query("cmp_value", next(iter(METRIC_COLUMNS)), valid=METRIC_COLUMNS, param="value")
         value = st.radio(
-            "Value", ["first", "exact"], format_func=PANELS.get, horizontal=True, key="cmp_value"
+            "Value", list(METRIC_COLUMNS), format_func=METRIC_COLUMNS.get, horizontal=True, key="cmp_value"
         )
+        app_state.share_in_url(value=value)
         matrix = accuracy_matrix_figure(table, value)
         st.plotly_chart(matrix, key="cmp_matrix")
         app_state.export_buttons(
-            f"methods_matrix_{model.name}_{template}_{value}".replace("/", "_"),
+            f"methods_matrix_{model.name}_{template}_{value}",
             figure=matrix,
             tables={"benchmark": table},
         )

@@ -14,6 +14,7 @@ import app_state
 from analyses.figures.evaluation import accuracy_bar_chart
 from workbench.experiments.evaluation import majority_baseline, side_by_side
 from workbench.experiments.grid import check_grid, evaluate_grid, summarize_grid
+from workbench.scoring import METRICS
 from workbench.tasks.files import TaskFileError
 from workbench.tasks.prompts import DEFAULT_TEMPLATE, TEMPLATES, build_prompts, get_template
 
@@ -168,13 +169,9 @@ st.dataframe(
     summary,
     hide_index=True,
     width="content",
-    column_order=[
-        "method", "n", "first_token_acc", "exact_match", "majority_baseline", "prompt_tokens",
-        "seconds_per_query",
-    ],
+    column_order=["method", "n", *METRICS, "majority_baseline", "prompt_tokens", "seconds_per_query"],
     column_config={
-        "first_token_acc": st.column_config.NumberColumn("first-token accuracy", format="percent"),
-        "exact_match": st.column_config.NumberColumn("exact match", format="percent"),
+        **{name: st.column_config.NumberColumn(label, format="percent") for name, label in METRICS.items()},
         "majority_baseline": st.column_config.NumberColumn(
             "majority baseline", format="percent", help=f"Exact match on the whole {used['split']} split."
         ),
@@ -187,7 +184,7 @@ fig = accuracy_bar_chart(summary)
 st.plotly_chart(fig, key="accuracy_chart")
 queries = side_by_side(stored["results"])
 app_state.export_buttons(
-    f"evaluate_{used['task']}_{used['model']}_{used['shots']}shot".replace("/", "_"),
+    f"evaluate_{used['task']}_{used['model']}_{used['shots']}shot",
     figure=fig,
     tables={"Per-query table": queries, "All results with prompts": stored["results"]},
 )

@@ -23,6 +23,7 @@ from analyses.figures.head_maps import (
 )
 from workbench.experiments.head_maps import alpha_summary, compare_maps, head_across_tasks, maps_table
 from workbench.methods import METHODS, MethodConfig, head_map_methods
+from workbench.scoring import METRICS
 from workbench.store.runs import RunError
 from workbench.tasks.files import TaskFileError
 
@@ -112,21 +113,19 @@ with info_col:
 
 summary = alpha_summary(fit.alpha)
 metrics = run["metrics"] or {}
-cols = st.columns(6)
-for col, key, label in (
-    (cols[0], "test_first_token_acc", "first token"),
-    (cols[1], "test_exact_match", "exact match"),
-):
-    value = metrics.get(key)
+cols = st.columns(len(METRICS) + 4)
+for col, (name, label) in zip(cols, METRICS.items()):
+    value = metrics.get(f"test_{name}")
     col.metric(
         label,
         "n/a" if value is None else f"{value:.0%}",
-        help=f"Accuracy on {metrics.get('n_test', '?')} test queries: zero-shot prompt + fitted injection.",
+        help=f"On {metrics.get('n_test', '?')} test queries: zero-shot prompt + fitted injection.",
     )
-cols[2].metric("mean alpha", f"{summary['mean']:.2f}")
-cols[3].metric(f"alpha < {summary['low']}", f"{summary['frac_below']:.0%}")
-cols[4].metric(f"alpha > {summary['high']}", f"{summary['frac_above']:.0%}")
-cols[5].metric(
+alpha_cols = cols[len(METRICS) :]
+alpha_cols[0].metric("mean alpha", f"{summary['mean']:.2f}")
+alpha_cols[1].metric(f"alpha < {summary['low']}", f"{summary['frac_below']:.0%}")
+alpha_cols[2].metric(f"alpha > {summary['high']}", f"{summary['frac_above']:.0%}")
+alpha_cols[3].metric(
     "heads > 0.5",
     summary["n_selected"],
     help=f"of {summary['n_heads']} heads; {summary['frac_between']:.0%} of all heads end between "
@@ -159,11 +158,16 @@ with profile_col:
     st.markdown("**Per layer**")
     profile_fig = layer_profile_figure(fit.alpha)
     st.plotly_chart(profile_fig, key="hr_profile")
+    app_state.export_buttons(f"site_alpha_layers_{task_name}_{model.name}", figure=profile_fig)
     with st.expander("Fit history"):
-        st.plotly_chart(fit_history_figure(fit.trace.history, fit.trace.best_step), key="hr_history")
+        history_fig = fit_history_figure(fit.trace.history, fit.trace.best_step)
+        st.plotly_chart(history_fig, key="hr_history")
+        app_state.export_buttons(
+            f"site_fit_history_{task_name}_{model.name}", figure=history_fig, tables={"history": fit.trace.history}
+        )
 
 alpha_table = maps_table({task_name: fit.alpha}, "alpha").drop(columns="map")
-stem = f"site_alpha_{task_name}_{model.name}".replace("/", "_")
+stem = f"site_alpha_{task_name}_{model.name}"
 app_state.export_buttons(stem, figure=alpha_fig, tables={"alpha": alpha_table})
 
 # ----------------------------------------------------------------------------- the methods' maps
@@ -225,7 +229,7 @@ else:
         + "."
     )
     app_state.export_buttons(
-        f"head_maps_{task_name}_{model.name}".replace("/", "_"),
+        f"head_maps_{task_name}_{model.name}",
         figure=maps_fig,
         tables={"relevance": maps_table(relevant, "relevance"), "agreement": agreement},
     )
@@ -257,7 +261,7 @@ st.caption(
     "the label is its rank among that task's heads (#1 = the highest alpha)."
 )
 app_state.export_buttons(
-    f"site_head_L{layer}H{head}_{model.name}".replace("/", "_"),
+    f"site_head_L{layer}H{head}_{model.name}",
     figure=across_fig,
     tables={"head across tasks": across},
 )

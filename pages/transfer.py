@@ -32,6 +32,7 @@ from workbench.experiments.transfer import (
 )
 from workbench.methods import head_map_methods
 from workbench.model.loading import DEFAULT_MODEL
+from workbench.scoring import METRICS
 from workbench.store.runs import BUNDLED_RUNS, RunError
 from workbench.tasks.files import TaskFileError
 
@@ -275,7 +276,7 @@ with matrix_col:
     st.plotly_chart(fig, key="tr_matrix_chart", on_select=_select_clicked_cell, selection_mode="points")
     st.caption(note + " Rows and columns in clustered order of alpha similarity (cosine).")
     app_state.export_buttons(
-        f"site_transfer_{value}_{model.name}".replace("/", "_"),
+        f"site_transfer_{value}_{model.name}",
         figure=fig,
         tables={"Transfer matrix": matrix},
     )
@@ -293,7 +294,7 @@ with similarity_col:
         sim_fig = similarity_figure(sim, order=order, value_label=kind.split()[0])
         st.plotly_chart(sim_fig, key="tr_similarity_chart")
         app_state.export_buttons(
-            f"site_alpha_{kind.split()[0].lower()}_{model.name}".replace("/", "_"),
+            f"site_alpha_{kind.split()[0].lower()}_{model.name}",
             figure=sim_fig,
             tables={"Similarity": sim.reset_index(names="task")},
         )
@@ -303,9 +304,9 @@ if "alpha_jaccard" in matrix.columns and matrix["alpha_jaccard"].notna().any():
         similarity = st.radio(
             "x axis", ["alpha_jaccard", "alpha_cosine"], horizontal=True, key="tr_scatter_x"
         )
-        st.plotly_chart(
-            transfer_vs_similarity_figure(matrix, value=value, similarity=similarity), key="tr_scatter"
-        )
+        scatter = transfer_vs_similarity_figure(matrix, value=value, similarity=similarity)
+        st.plotly_chart(scatter, key="tr_scatter")
+        app_state.export_buttons(f"site_transfer_vs_{similarity}_{value}_{model.name}", figure=scatter)
 
 # ----------------------------------------------------------------------------- one cell
 
@@ -316,14 +317,14 @@ target = right.selectbox("Target B (task, embedding)", targets_list, key="tr_tar
 row = matrix[(matrix["source"] == source) & (matrix["target"] == target)]
 if not row.empty:
     r = row.iloc[0]
-    cols = st.columns(4)
-    cols[0].metric("first-token acc", f"{r['first_token_acc']:.0%}")
-    if "exact_match" in r:
-        cols[1].metric("exact match", f"{r['exact_match']:.0%}")
-    if "own_first_token_acc" in r and r["own_first_token_acc"] == r["own_first_token_acc"]:
-        cols[2].metric("own alpha (first token)", f"{r['own_first_token_acc']:.0%}")
+    shown_metrics = {name: label for name, label in METRICS.items() if name in r and pd.notna(r[name])}
+    cols = st.columns(len(shown_metrics) + 2)
+    for col, (name, label) in zip(cols, shown_metrics.items()):
+        col.metric(label, f"{r[name]:.0%}")
+    if "own_first_token_acc" in r and pd.notna(r["own_first_token_acc"]):
+        cols[-2].metric("own alpha (first token)", f"{r['own_first_token_acc']:.0%}")
     if "relative" in r:
-        cols[3].metric("relative", "n/a" if r["relative"] != r["relative"] else f"{r['relative']:.2f}")
+        cols[-1].metric("relative", "n/a" if pd.isna(r["relative"]) else f"{r['relative']:.2f}")
 
 cell_rows = None
 if per_query is not None:
@@ -356,6 +357,6 @@ if cell_rows is not None and not cell_rows.empty:
         + (" and at its own heads." if source != target else ".")
     )
     app_state.export_buttons(
-        f"site_transfer_cell_{source}_{target}".replace("/", "_"),
+        f"site_transfer_cell_{source}_{target}",
         tables={"Cell queries": cell_rows.drop(columns=["prompt"], errors="ignore")},
     )
