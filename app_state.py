@@ -163,11 +163,20 @@ def seed_from_query(
     if raw is not None:
         try:
             value = cast(raw)
-        except ValueError:
+        except (ValueError, KeyError):
             value = default
     if valid is not None and value not in valid:
         value = default
     st.session_state[key] = value
+
+
+def seed_list_from_query(key: str, default: list, valid: Container, param: str | None = None) -> None:
+    """:func:`seed_from_query` for a multiselect: ``?param=a,b`` (the values in ``valid``;
+    none of them: ``default``)."""
+    if key in st.session_state:
+        return
+    raw = st.query_params.get(param or key) or ""
+    st.session_state[key] = [value for value in raw.split(",") if value in valid] or list(default)
 
 
 def share_in_url(**values: Any) -> None:

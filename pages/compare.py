@@ -81,7 +81,9 @@ if source == SAVED:
             icon=":material/info:",
         )
         st.stop()
+    app_state.seed_from_query("cmp_template", next(iter(saved)), valid=saved, param="template")
     template = st.selectbox("Template of the benchmark", list(saved), key="cmp_template")
+    app_state.share_in_url(template=template)
     try:
         table = read_benchmark(saved[template])
     except (OSError, ValueError) as err:

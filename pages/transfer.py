@@ -40,6 +40,8 @@ BUNDLED_TRANSFER = BUNDLED_RUNS.parent / "site_transfer.csv"
 DEFAULT_TASKS = 6
 RESULTS_KEY = "transfer_results"
 COMPUTED, BUNDLED = "Computed here", "Bundled matrix"
+MATRIX_PARAMS = {"computed": COMPUTED, "bundled": BUNDLED}  # ?matrix= -> radio label
+SIMILARITIES = ["cosine", "Jaccard (heads > 0.5)"]
 ALPHA = ALPHA_KIND
 HEAD_MAPS = {ALPHA: None, **{f"{m} top-k": m for m in head_map_methods()}}  # label -> method
 
@@ -104,17 +106,17 @@ def source_of(method: str | None, task: str, k):
 # ----------------------------------------------------------------------------- settings
 
 fitted_tasks = list(run_of)
-if "tr_tasks" not in st.session_state:
-    requested = [t for t in (st.query_params.get("tasks") or "").split(",") if t in run_of]
-    st.session_state.tr_tasks = requested or fitted_tasks[:DEFAULT_TASKS]
+app_state.seed_list_from_query("tr_tasks", fitted_tasks[:DEFAULT_TASKS], valid=run_of, param="tasks")
 app_state.seed_from_query("tr_limit", 20, int, valid=range(1, 100_001), param="limit")
 app_state.seed_from_query("tr_value", "relative", valid=TRANSFER_VALUES, param="value")
+app_state.seed_list_from_query("tr_maps", [ALPHA], valid=HEAD_MAPS, param="maps")
+app_state.seed_from_query("tr_top_k", 10, int, valid=range(1, 10_001), param="k")
 
 source_choice = COMPUTED
 if bundled is not None:
     # A fresh machine has nothing computed yet: show the bundled matrix first.
-    if "tr_matrix" not in st.session_state and RESULTS_KEY not in st.session_state:
-        st.session_state.tr_matrix = BUNDLED
+    if RESULTS_KEY not in st.session_state:
+        app_state.seed_from_query("tr_matrix", BUNDLED, MATRIX_PARAMS.__getitem__, param="matrix")
     source_choice = st.radio(
         "Matrix",
         [COMPUTED, BUNDLED],
@@ -122,6 +124,7 @@ if bundled is not None:
         key="tr_matrix",
         help=f"{BUNDLED}: precomputed from the bundled runs ({BUNDLED_TRANSFER.name}); nothing is evaluated.",
     )
+app_state.share_in_url(matrix=next(code for code, label in MATRIX_PARAMS.items() if label == source_choice))
 
 if source_choice == COMPUTED:
     tasks_col, limit_col, button_col = st.columns([6, 2, 3], vertical_alignment="bottom")
@@ -136,13 +139,12 @@ if source_choice == COMPUTED:
     head_maps = maps_col.multiselect(
         "Heads of each source task",
         list(HEAD_MAPS),
-        default=[ALPHA],
         key="tr_maps",
         help="SITE alpha: the fitted alpha as it is. 'X top-k': the k most relevant heads of method X's "
         "map (SITE alpha, FV indirect effect, LTV |theta|) as a 0/1 selection. Each adds a row per task.",
     )
-    top_k = k_col.number_input("k", 1, 10_000, 10, key="tr_top_k")
-    app_state.share_in_url(tasks=",".join(chosen) or None, limit=limit)
+    top_k = k_col.number_input("k", 1, 10_000, key="tr_top_k")
+    app_state.share_in_url(tasks=",".join(chosen) or None, limit=limit, maps=",".join(head_maps) or None, k=top_k)
     settings = {
         "model": model.name,
         "tasks": list(chosen),
@@ -227,12 +229,10 @@ if kinds.nunique() > 1:
             "Own task: task B with the heads another method found for B itself, relative to SITE's "
             "own alpha_B. Other tasks: heads of A on task B. 1 = as good as B's own alpha."
         )
-    shown = st.multiselect(
-        "Sources shown in the matrix",
-        sorted(kinds.unique(), key=lambda x: (x != ALPHA, x)),
-        default=[ALPHA] if ALPHA in set(kinds) else None,
-        key="tr_shown",
-    )
+    kind_options = sorted(kinds.unique(), key=lambda x: (x != ALPHA, x))
+    app_state.seed_list_from_query("tr_shown", [ALPHA] if ALPHA in kind_options else [], kind_options, "shown")
+    shown = st.multiselect("Sources shown in the matrix", kind_options, key="tr_shown")
+    app_state.share_in_url(shown=",".join(shown) or None)
     matrix = matrix[kinds.isin(shown) | (matrix["source"] == matrix["target"])].reset_index(drop=True)
 
 names = list(dict.fromkeys([*matrix["source"], *matrix["target"]]))
@@ -255,9 +255,11 @@ value = st.radio(
     "Value", list(TRANSFER_VALUES), format_func=TRANSFER_VALUES.get, horizontal=True, key="tr_value"
 )
 app_state.share_in_url(value=value)
-if "tr_source" not in st.session_state or st.session_state.tr_source not in sources_list:
+app_state.seed_from_query("tr_source", sources_list[0], valid=sources_list, param="source")
+app_state.seed_from_query("tr_target", targets_list[min(1, len(targets_list) - 1)], valid=targets_list, param="target")
+if st.session_state.tr_source not in sources_list:  # kept from another matrix
     st.session_state.tr_source = sources_list[0]
-if "tr_target" not in st.session_state or st.session_state.tr_target not in targets_list:
+if st.session_state.tr_target not in targets_list:
     st.session_state.tr_target = targets_list[min(1, len(targets_list) - 1)]
 
 
@@ -284,12 +286,9 @@ with similarity_col:
     if cosine is None:
         st.info("The alpha maps of these tasks are not available for this model: no similarity.")
     else:
-        kind = st.radio(
-            "Similarity of alpha maps",
-            ["cosine", "Jaccard (heads > 0.5)"],
-            horizontal=True,
-            key="tr_similarity",
-        )
+        app_state.seed_from_query("tr_similarity", SIMILARITIES[0], valid=SIMILARITIES, param="similarity")
+        kind = st.radio("Similarity of alpha maps", SIMILARITIES, horizontal=True, key="tr_similarity")
+        app_state.share_in_url(similarity=kind)
         sim = cosine if kind == "cosine" else jaccard
         sim_fig = similarity_figure(sim, order=order, value_label=kind.split()[0])
         st.plotly_chart(sim_fig, key="tr_similarity_chart")
@@ -314,6 +313,7 @@ st.subheader("One cell, per query")
 left, right, _ = st.columns([2, 2, 3])
 source = left.selectbox("Source A (its heads)", sources_list, key="tr_source")
 target = right.selectbox("Target B (task, embedding)", targets_list, key="tr_target")
+app_state.share_in_url(source=source, target=target)
 row = matrix[(matrix["source"] == source) & (matrix["target"] == target)]
 if not row.empty:
     r = row.iloc[0]
