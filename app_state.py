@@ -420,7 +420,6 @@ IMAGE_FORMATS = {"png": "image/png", "svg": "image/svg+xml", "pdf": "application
 BROWSER_NAMES = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable", "chrome")
 
 
-@st.cache_resource(show_spinner=False, ttl=300)
 def image_export_problem() -> str | None:
     """Why figures cannot be exported as PNG / SVG / PDF here, or None when they can:
     plotly renders images through kaleido, which drives a Chromium (Debian's ``chromium``;
