@@ -138,12 +138,18 @@ UPLOAD_LIMIT_MB = MAX_FILE_BYTES // 2**20
 _MARKDOWN_SYNTAX = re.compile(r"([\\`*_{}\[\]()<>#+\-.!|~:$&])")
 
 
+# Where GFM would turn bare text into a link (https://..., www...., a@b.c): a zero-width space
+# breaks the pattern; Streamlit finds such links after escapes are undone.
+_AUTOLINK = re.compile(r"(?<=\\:)(?=//)|(?<=[Ww]{3})(?=\\\.)|(?<=@)")
+
+
 def text(value: object) -> str:
     """``value`` as literal text in any element that renders Markdown (``st.error``,
-    ``st.caption``, ...): every Markdown, HTML and directive character is escaped. Anything
-    that comes from a URL, a file or a run store goes through here, so a crafted link or file
-    cannot put links, images or styled text into the app."""
-    return _MARKDOWN_SYNTAX.sub(r"\\\1", str(value))
+    ``st.caption``, ...): every Markdown, HTML and directive character is escaped, and bare
+    URLs and e-mail addresses are kept from turning into links. Anything that comes from a
+    URL, a file or a run store goes through here, so a crafted link or file cannot put links,
+    images or styled text into the app."""
+    return _AUTOLINK.sub("\u200b", _MARKDOWN_SYNTAX.sub(r"\\\1", str(value)))
 
 
 # ----------------------------------------------------------------------------- URL state
@@ -487,6 +493,32 @@ def export_buttons(
         st.caption(problem)
 
 
+@st.cache_data(show_spinner=False, max_entries=16)
+def _benchmark_table(path: str, stamp: int) -> pd.DataFrame:
+    from workbench.experiments.comparison import read_benchmark
+
+    return read_benchmark(path)
+
+
+def benchmark_table(path: Path) -> pd.DataFrame:
+    """A saved methods benchmark table (``read_benchmark``), read again only when the file
+    changes. Raises OSError / ValueError like ``read_benchmark``."""
+    return _benchmark_table(str(path), Path(path).stat().st_mtime_ns)
+
+
+@st.cache_data(show_spinner=False, max_entries=16)
+def _transfer_table(path: str, stamp: int, model: str) -> pd.DataFrame:
+    from workbench.experiments.transfer import read_transfer_csv
+
+    return read_transfer_csv(path, model=model)
+
+
+def transfer_table(path: Path, model: str) -> pd.DataFrame:
+    """A saved transfer matrix's rows for ``model`` (``read_transfer_csv``), read again only
+    when the file changes."""
+    return _transfer_table(str(path), Path(path).stat().st_mtime_ns, model)
+
+
 def benchmark_metric_columns() -> dict[str, str]:
     """The answer metrics (``workbench.scoring.METRICS``) under their column names in the
     methods benchmark tables (``comparison.from_summary`` renames them: first_token_acc ->
@@ -531,11 +563,11 @@ def _valid_run_row(row) -> bool:
     )
 
 
-@st.cache_data(show_spinner=False, max_entries=8)
+@st.cache_resource(show_spinner=False, max_entries=8)
 def _read_store(label: str, root: str, stamp: tuple) -> tuple[pd.DataFrame, list[str]]:
     """Every run a store lists (``root`` and ``stamp`` key the cache: a new run, here or from
     the CLI, changes the stamp), and why any were skipped. Never raises: a damaged store or
-    run becomes a problem to show."""
+    run becomes a problem to show. Cached as a resource, shared and not copied: read-only."""
     try:
         frame = run_store(label).list()
     except Exception as err:  # one unreadable file must not take a page down
@@ -698,7 +730,7 @@ SEEN_ACTIVE = "fit_jobs_seen_active"  # session state: the jobs this session las
 
 def fit_jobs_panel(model_name: str | None = None, methods: Container[str] | None = None) -> None:
     """The fit jobs saving to this server's user store (optionally only one model's, or some
-    methods'), live: refreshed every second while one is queued or running, with a Stop
+    methods'), live: refreshed every two seconds while one is queued or running, with a Stop
     button each. When a job this session saw running finishes, the whole page runs again,
     so its new run shows at once."""
     store = str(run_store("user").root)
@@ -713,7 +745,7 @@ def fit_jobs_panel(model_name: str | None = None, methods: Container[str] | None
 
     active = any(job.active for job in shown_jobs())
 
-    @st.fragment(run_every=1.0 if active else None)
+    @st.fragment(run_every=2.0 if active else None)
     def panel() -> None:
         jobs = shown_jobs()
         now_active = {job.id for job in jobs if job.active}

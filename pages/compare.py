@@ -18,7 +18,6 @@ from workbench.experiments.comparison import (
     benchmark_files,
     compare_methods,
     from_summary,
-    read_benchmark,
     task_view,
 )
 from workbench.methods import METHODS
@@ -76,22 +75,23 @@ def show(table, task: str, template: str, stem: str) -> None:
 if source == SAVED:
     if not saved:
         st.info(
-            f"No saved benchmark for {model.name}. Run `python analyses/bench_methods.py --model "
-            f"{model.name}`, or compute one task here.",
+            f"No saved benchmark for {app_state.text(model.name)}. Run `python analyses/scripts/bench_methods.py "
+            "--model <model>`, or compute one task here.",
             icon=":material/info:",
         )
         st.stop()
+    template_col, task_col = st.columns([1, 3])
     app_state.seed_from_query("cmp_template", next(iter(saved)), valid=saved, param="template")
-    template = st.selectbox("Template of the benchmark", list(saved), key="cmp_template")
+    template = template_col.selectbox("Template of the benchmark", list(saved), key="cmp_template")
     app_state.share_in_url(template=template)
     try:
-        table = read_benchmark(saved[template])
+        table = app_state.benchmark_table(saved[template])
     except (OSError, ValueError) as err:
         st.error(app_state.text(err), icon=":material/error:")
         st.stop()
     tasks = [MEAN, *sorted(table["task"].unique())]
     app_state.seed_from_query("cmp_task", MEAN, valid=tasks, param="task")
-    task = st.selectbox("Task", tasks, key="cmp_task")
+    task = task_col.selectbox("Task", tasks, key="cmp_task")
     app_state.share_in_url(task=task)
     st.caption(
         f"`{saved[template].relative_to(saved[template].parents[2])}`: {table['task'].nunique()} tasks, "

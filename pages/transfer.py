@@ -24,7 +24,6 @@ from workbench.experiments.transfer import (
     map_similarity,
     matrix_order,
     method_transfer_summary,
-    read_transfer_csv,
     source_kinds,
     summarize_transfer,
     transfer_per_query,
@@ -69,7 +68,7 @@ run_of = {row.task: (row.store, row.id) for row in runs.itertuples()}
 bundled = None
 if BUNDLED_TRANSFER.is_file():
     try:
-        bundled = read_transfer_csv(BUNDLED_TRANSFER, model=model.name)
+        bundled = app_state.transfer_table(BUNDLED_TRANSFER, model.name)
         if "model" not in bundled.columns and model.name != DEFAULT_MODEL:
             bundled = None
     except (OSError, ValueError) as err:

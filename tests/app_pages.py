@@ -24,9 +24,10 @@ def open_page(name: str, **query) -> AppTest:
 
 
 def shown(markdown: str) -> str:
-    """The text a Markdown body shows: its backslash escapes undone (``app_state.text``
-    escapes every special character of names and messages that come from a URL or a file)."""
-    return re.sub(r"\\(.)", r"\1", markdown)
+    """The text a Markdown body shows: its backslash escapes and zero-width spaces undone
+    (``app_state.text`` escapes every special character of names and messages that come from
+    a URL or a file, and breaks bare links)."""
+    return re.sub(r"\\(.)", r"\1", markdown).replace("\u200b", "")
 
 
 def no_exception(at: AppTest) -> None:

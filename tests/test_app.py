@@ -65,12 +65,16 @@ def test_unknown_model_shows_error():
 
 
 def test_model_name_from_url_is_shown_as_text():
-    crafted = "[Log in here](https://evil.example) ![x](https://evil.example/x.png) :red[ALERT] <b>x</b>"
+    crafted = (
+        "[Log in here](https://evil.example) ![x](https://evil.example/x.png) :red[ALERT] <b>x</b> "
+        "www.evil.example help@evil.example"
+    )
     at = _app(model=crafted)
     _no_exception(at)
     body = at.error[0].value
     assert crafted in shown(body)  # the name is there, every character of it ...
     assert not re.search(r"(?<!\\)[][()<>!:]", body)  # ... but none of it is Markdown or HTML
+    assert not re.search(r"://|www\\\.|@\w", body)  # ... nor a bare link
 
 
 def test_local_models_are_off_on_a_server_reachable_from_elsewhere(monkeypatch):
