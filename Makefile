@@ -32,7 +32,7 @@ chromium:
 		echo "REQUIRE_CHROMIUM is set and no Chromium could be installed." >&2; exit 1; fi
 
 app: setup
-	@echo "Opening the Task Vector Workbench at http://localhost:8501 (Ctrl-C to stop)"
+	@echo "Opening the Task Vector Workbench at http://127.0.0.1:8501 (Ctrl-C to stop)"
 	$(VENV)/bin/streamlit run app.py
 
 test: setup
