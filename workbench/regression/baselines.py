@@ -16,7 +16,7 @@ masked to zero, which leaves its sums unchanged.
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 

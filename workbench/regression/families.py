@@ -13,7 +13,8 @@ Functions (B sequences, d input dimensions):
 
 Options: ``noise_std`` adds N(0, sigma^2) to every y; ``orthogonal_query`` replaces the
 last input by its component orthogonal to the span of the earlier inputs, rescaled to
-its original norm (needs n - 1 < d, or nothing would be left).
+its original norm (needs n - 1 < d, or nothing would be left); ``active_dims`` zeroes the
+input coordinates past it (a training curriculum's easier tasks, as in Garg et al.).
 
 Everything is drawn from one ``torch.Generator``, so a seed reproduces a batch exactly.
 """
@@ -21,7 +22,7 @@ Everything is drawn from one ``torch.Generator``, so a seed reproduces a batch e
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from functools import lru_cache
+from functools import cache
 from typing import NamedTuple
 
 import torch
@@ -45,12 +46,16 @@ class FamilyConfig:
     orthogonal_query: bool = False  # the last x is orthogonal to the span of the others
     sparsity: int = 3  # sparse_linear: nonzero coordinates of w
     hidden: int = 100  # relu_net: hidden units
+    active_dims: int | None = None  # x coordinates past this are zero (None: all d)
 
     def __post_init__(self) -> None:
+        if self.active_dims is not None and not 0 < self.active_dims <= self.n_dims:
+            raise ValueError(f"active_dims must lie in 1..{self.n_dims}, got {self.active_dims}")
         if self.family not in FAMILIES:
             raise ValueError(f"unknown family {self.family!r}; choose from {FAMILIES}")
-        if self.orthogonal_query and self.n_points - 1 >= self.n_dims:
-            raise ValueError(f"an orthogonal query needs n_points - 1 < n_dims, got {self.n_points}, {self.n_dims}")
+        dims = self.active_dims or self.n_dims
+        if self.orthogonal_query and self.n_points - 1 >= dims:
+            raise ValueError(f"an orthogonal query needs n_points - 1 < dims, got {self.n_points}, {dims}")
         if self.family == "sparse_linear" and not 0 < self.sparsity <= self.n_dims:
             raise ValueError(f"sparsity must lie in 1..{self.n_dims}, got {self.sparsity}")
 
@@ -81,18 +86,21 @@ def sample_batch(config: FamilyConfig, batch_size: int, gen: torch.Generator) ->
 
 
 def sample_inputs(config: FamilyConfig, batch_size: int, gen: torch.Generator) -> torch.Tensor:
-    """(B, n, d) inputs: N(0, I), or N(0, Sigma) when skewed; the last one made orthogonal
-    to the others when ``config.orthogonal_query``."""
+    """(B, n, d) inputs: N(0, I), or N(0, Sigma) when skewed; coordinates past
+    ``config.active_dims`` zeroed; the last one made orthogonal to the others when
+    ``config.orthogonal_query``."""
     d = config.n_dims
     xs = torch.randn(batch_size, config.n_points, d, generator=gen)  # (B, n, d)
     if config.skewed:
         xs = xs @ skewed_covariance_root(d)  # (B, n, d) @ (d, d): Cov(x) = S^T S
+    if config.active_dims is not None and config.active_dims < d:
+        xs[..., config.active_dims :] = 0.0
     if config.orthogonal_query:
         xs = torch.cat([xs[:, :-1], orthogonal_to_context(xs[:, :-1], xs[:, -1])[:, None]], dim=1)
     return xs
 
 
-@lru_cache(maxsize=None)
+@cache
 def skewed_covariance_root(d: int) -> torch.Tensor:
     """S (d, d) with S^T S = Q diag(lambda) Q^T, lambda_i proportional to 1/i^2, trace d,
     and Q a random rotation fixed by SKEW_BASIS_SEED."""

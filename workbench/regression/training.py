@@ -7,6 +7,10 @@ with f = ``final_lr_fraction``. Weight decay applies to the weight matrices only
 biases, LayerNorms or the positional embedding). Gradients are clipped to norm
 ``grad_clip``. Batches come from one ``torch.Generator`` seeded with ``seed``.
 
+An optional curriculum (Garg et al.'s) starts on easier tasks: stage j = (s - 1) //
+curriculum_every trains on min(d, dims_start + j) active input dimensions (the others
+zero) and min(n, points_start + 2j) points, then on the full family.
+
 Checkpoints (every ``checkpoint_every`` steps and at the end) live in the output folder:
 
     checkpoint-{step}.safetensors   model weights, AdamW moments, the batch generator's state
@@ -26,7 +30,7 @@ import json
 import math
 import os
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import torch
@@ -53,6 +57,9 @@ class TrainConfig:
     seed: int = 0
     log_every: int = 100  # steps per loss-history entry (the mean loss over them)
     checkpoint_every: int = 1000  # a multiple of log_every
+    curriculum_every: int = 0  # steps per curriculum stage; 0: the full family from the start
+    curriculum_dims_start: int = 1  # active input dimensions of stage 0, then +1 per stage
+    curriculum_points_start: int = 3  # points of stage 0, then +2 per stage
 
     def __post_init__(self) -> None:
         if self.checkpoint_every % self.log_every:
@@ -80,12 +87,25 @@ def learning_rate(step: int, config: TrainConfig) -> float:
     return config.lr * (config.final_lr_fraction + (1 - config.final_lr_fraction) * cosine)
 
 
+def family_at(step: int, family: FamilyConfig, config: TrainConfig) -> FamilyConfig:
+    """The family that step ``step`` (1-based) trains on: ``family`` itself, or a curriculum stage."""
+    if not config.curriculum_every:
+        return family
+    stage = (step - 1) // config.curriculum_every
+    dims = min(family.n_dims, config.curriculum_dims_start + stage)
+    points = min(family.n_points, config.curriculum_points_start + 2 * stage)
+    return replace(family, active_dims=dims, n_points=points)
+
+
 def make_optimizer(model: RegressionTransformer, config: TrainConfig) -> torch.optim.AdamW:
     """AdamW with weight decay on the weight matrices only."""
     params = list(model.named_parameters())
     decayed = [p for name, p in params if p.dim() >= 2 and name != "pos_embed"]
     plain = [p for name, p in params if p.dim() < 2 or name == "pos_embed"]
-    groups = [{"params": decayed, "weight_decay": config.weight_decay}, {"params": plain, "weight_decay": 0.0}]
+    groups = [
+        {"params": decayed, "weight_decay": config.weight_decay},
+        {"params": plain, "weight_decay": 0.0},
+    ]
     return torch.optim.AdamW(groups, lr=config.lr)
 
 
@@ -108,7 +128,7 @@ def train(
     out_dir.mkdir(parents=True, exist_ok=True)
     if family.n_points > model_config.n_positions:
         raise ValueError(f"family.n_points {family.n_points} > model n_positions {model_config.n_positions}")
-    with torch.random.fork_rng(devices=[]):  # the initial weights follow the seed; the global RNG is untouched
+    with torch.random.fork_rng(devices=[]):  # weights follow the seed; the global RNG is left as it was
         torch.manual_seed(config.seed)
         model = RegressionTransformer(model_config)
     optimizer = make_optimizer(model, config)
@@ -122,18 +142,25 @@ def train(
     if latest is not None:
         saved = load_checkpoint(latest, model, optimizer, gen)
         _check_same_run(saved, meta, latest)
-        start, history, elapsed, resumed_from = saved["step"], saved["history"], saved["elapsed_s"], saved["step"]
+        start, history, elapsed = saved["step"], saved["history"], saved["elapsed_s"]
+        resumed_from = start
 
     model.train()
     window: list[float] = []
     began = time.perf_counter()
-    bar = tqdm(range(start + 1, config.steps + 1), initial=start, total=config.steps, disable=not progress,
-               mininterval=5.0, desc=f"train {family.family}")
+    bar = tqdm(
+        range(start + 1, config.steps + 1),
+        initial=start,
+        total=config.steps,
+        disable=not progress,
+        mininterval=5.0,
+        desc=f"train {family.family}",
+    )
     for step in bar:
         lr = learning_rate(step, config)
         for group in optimizer.param_groups:
             group["lr"] = lr
-        xs, ys = sample_batch(family, config.batch_size, gen)  # (B, n, d), (B, n)
+        xs, ys = sample_batch(family_at(step, family, config), config.batch_size, gen)  # (B, n, d), (B, n)
         loss = model.loss(xs, ys)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -149,7 +176,9 @@ def train(
             break
         if step % config.checkpoint_every == 0 or step == config.steps:
             run_time = elapsed + time.perf_counter() - began
-            save_checkpoint(out_dir, step, model, optimizer, gen, {**meta, "history": history, "elapsed_s": run_time})
+            save_checkpoint(
+                out_dir, step, model, optimizer, gen, {**meta, "history": history, "elapsed_s": run_time}
+            )
     bar.close()
 
     step = min(stop_at, config.steps) if stop_at is not None else config.steps
@@ -163,7 +192,9 @@ def train(
 def _check_same_run(saved: dict, meta: dict, path: Path) -> None:
     for key in ("model", "family", "train"):
         if saved[key] != meta[key]:
-            raise ValueError(f"{path} was saved with a different {key} config:\n{saved[key]}\nnot\n{meta[key]}")
+            raise ValueError(
+                f"{path} was saved with a different {key} config:\n{saved[key]}\nnot\n{meta[key]}"
+            )
 
 
 # ----------------------------------------------------------------------------- files
@@ -181,8 +212,12 @@ def atomic_write_json(path: Path, payload: dict) -> None:
 
 
 def save_checkpoint(
-    out_dir: Path, step: int, model: RegressionTransformer, optimizer: torch.optim.Optimizer,
-    gen: torch.Generator, meta: dict,
+    out_dir: Path,
+    step: int,
+    model: RegressionTransformer,
+    optimizer: torch.optim.Optimizer,
+    gen: torch.Generator,
+    meta: dict,
 ) -> Path:
     """Write checkpoint-{step}.safetensors, then .json; drop all but the newest KEEP_CHECKPOINTS."""
     tensors = {f"model.{name}": t.detach().contiguous() for name, t in model.state_dict().items()}
@@ -190,7 +225,9 @@ def save_checkpoint(
         tensors.update({f"optim.{index}.{key}": t.contiguous() for key, t in state.items()})
     tensors["rng"] = gen.get_state()  # (5056,) uint8
     stem = out_dir / f"{CHECKPOINT_PREFIX}{step:07d}"
-    atomic_write(stem.with_suffix(".safetensors"), lambda p: save_file(tensors, p, metadata={"step": str(step)}))
+    atomic_write(
+        stem.with_suffix(".safetensors"), lambda p: save_file(tensors, p, metadata={"step": str(step)})
+    )
     atomic_write_json(stem.with_suffix(".json"), {**meta, "step": step})
     for old in _complete_checkpoints(out_dir)[:-KEEP_CHECKPOINTS]:
         old.with_suffix(".safetensors").unlink()
