@@ -7,6 +7,7 @@ families    seeded samplers of task families (linear, sparse linear, 2-layer ReL
 model       the GPT-style transformer on float tokens, with TransformerLens hook points
             so :class:`workbench.heads.HeadAccess` reads it per head
 baselines   least squares, Lasso, 3-nearest neighbours, averaging: a prediction per prefix
-training    AdamW with warmup and cosine decay, atomic safetensors checkpoints, resume
-evaluation  squared error / d against the number of in-context examples, with 95% bands
+training    AdamW with warmup and cosine decay, optional curriculum, atomic safetensors
+            checkpoints, resume
+curves      squared error / d against the number of in-context examples, with 95% bands
 """
