@@ -133,21 +133,24 @@ def test_model_is_causal_and_never_reads_the_last_y(tiny):
     assert not torch.allclose(after[:, 5:], plain[:, 5:], atol=1e-4)
 
 
-def test_per_head_projection_rebuilds_attention_output(tiny):
-    heads = HeadAccess(tiny)
+def test_per_head_projection_rebuilds_attention_output():
+    torch.manual_seed(1)
+    model = RegressionTransformer(TINY).eval()
+    with torch.no_grad():  # nonzero biases, so the test sees whether b_O is counted
+        for block in model.blocks:
+            block.attn.b_O.normal_()
+    heads = HeadAccess(model)
     assert heads.shape.as_dict() == {"n_layers": 2, "n_heads": 2, "n_kv_heads": 2, "d_head": 8, "d_model": 16}
     assert heads.W_O.shape == (2, 2, 8, 16) and heads.b_O.shape == (2, 16)
-    with torch.no_grad():  # nonzero biases, so the test sees whether b_O is counted
-        for block in tiny.blocks:
-            block.attn.b_O.normal_()
-    heads = HeadAccess(tiny)
     z_store, out_store = {}, {}
     layer = 1
-    out_hook = (
-        f"blocks.{layer}.hook_attn_out",
-        lambda x, hook: out_store.setdefault("o", x[:, -1]) is None or x,
-    )
-    tiny.run_with_hooks(*_batch(), fwd_hooks=[*heads.capture_z(z_store), out_hook])
+
+    def read_attention_output(x, hook):  # x: (B, T, d_model)
+        out_store["o"] = x[:, -1]
+        return x
+
+    out_hook = (f"blocks.{layer}.hook_attn_out", read_attention_output)
+    model.run_with_hooks(*_batch(), fwd_hooks=[*heads.capture_z(z_store), out_hook])
     z = torch.stack([z_store[l] for l in range(heads.shape.n_layers)], dim=1)  # (B, L, H, d_head)
     per_head = heads.project(z)[:, layer]  # (B, H, d_model)
     assert torch.allclose(per_head.sum(1) + heads.b_O[layer], out_store["o"], atol=1e-5)
