@@ -323,4 +323,6 @@ def test_error_curves_frame(tiny):
     zero = frame[frame["estimator"] == "zero"]["mean"]
     assert 0.7 < zero.mean() < 1.3  # Var(y) / d = 1 for linear
     ratio = curves.ratio_to(frame, curves.MODEL_NAME)
-    assert len(ratio) == 8 and {"ratio", curves.MODEL_NAME, "least_squares"} <= set(ratio.columns)
+    assert len(ratio) == 8 and {"ratio", "gap", curves.MODEL_NAME, "least_squares"} <= set(ratio.columns)
+    first = ratio.iloc[3]
+    assert first["gap"] == pytest.approx(first[curves.MODEL_NAME] - first["least_squares"])

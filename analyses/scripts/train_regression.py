@@ -114,6 +114,10 @@ def main(argv: list[str] | None = None) -> None:
         checks.append(check[check["k"] >= 2 * args.d])
     curves_frame, check_frame = pd.concat(curves, ignore_index=True), pd.concat(checks, ignore_index=True)
 
+    within = {  # per evaluation noise std: model error <= 1.2 x least squares' at every k >= 2d
+        str(noise): bool((frame[MODEL_NAME] <= 1.2 * frame["least_squares"]).all())
+        for noise, frame in check_frame.groupby("noise_std")
+    }
     with pd.option_context(
         "display.width", 160, "display.max_columns", 20, "display.float_format", "{:.4f}".format
     ):
@@ -122,6 +126,7 @@ def main(argv: list[str] | None = None) -> None:
             print(wide_table(frame))
         print("\nk >= 2d: model beside least squares")
         print(check_frame)
+        print(f"model within 20% of least squares at every k >= 2d, by noise std: {within}")
 
     metrics = {
         "step": result.step,
@@ -131,6 +136,7 @@ def main(argv: list[str] | None = None) -> None:
         "curve_config": curve_config.as_dict(),
         "curves": curves_frame.to_dict(orient="records"),
         "k_at_least_2d": check_frame.to_dict(orient="records"),
+        "within_20_percent_of_least_squares_at_k_at_least_2d": within,
     }
     atomic_write_json(Path(args.out) / "metrics.json", metrics)
     print(f"\nwrote {Path(args.out) / 'metrics.json'}")
