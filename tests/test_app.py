@@ -10,7 +10,8 @@ import plotly.graph_objects as go
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from analyses.evaluation_figures import accuracy_bar_chart, per_query_table
+from analyses.figures.evaluation import accuracy_bar_chart
+from workbench.experiments.evaluation import side_by_side
 
 ROOT = Path(__file__).resolve().parent.parent
 TIMEOUT = 120  # seconds per script run: the first one loads tiny-llama on CPU
@@ -199,7 +200,7 @@ def test_per_query_table_puts_methods_side_by_side():
             "first_token_correct": [False, True, True, True],
         }
     )
-    table = per_query_table(results)
+    table = side_by_side(results)
     assert list(table.columns) == [
         "input", "target",
         "zero-shot: prediction", "zero-shot: exact", "zero-shot: first token",

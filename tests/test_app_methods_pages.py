@@ -11,10 +11,11 @@ import pytest
 from app_pages import charts, no_exception, open_page, private_stores
 from streamlit.testing.v1 import AppTest
 
-import analyses.comparison
-from workbench.methods import METHODS, fit_method
-from workbench.runs import RunStore
-from workbench.tasks import load_task
+import workbench.experiments.comparison
+from workbench.methods import METHODS
+from workbench.store.codec import to_run
+from workbench.store.runs import RunStore
+from workbench.tasks.files import load_task
 
 TINY = {
     "TV": dict(shots=2, n_prompts=4),
@@ -31,15 +32,15 @@ def every_method_store(tiny_llama, tmp_path_factory) -> Path:
     store = RunStore(root)
     for task, methods in (("antonym", list(METHODS)), ("uppercase", ["SITE", "FV"])):
         for name in methods:
-            fit = fit_method(tiny_llama, load_task(task), name, METHODS[name].config(**TINY[name]))
-            store.save(METHODS[name].module.to_run(fit, tiny_llama))
+            fit = METHODS[name].fit(tiny_llama, load_task(task), METHODS[name].Config(**TINY[name]))
+            store.save(to_run(fit, tiny_llama, load_task(task)))
     return root
 
 
 @pytest.fixture
 def stores(every_method_store, tmp_path, monkeypatch) -> Path:
     private_stores(monkeypatch, tmp_path, every_method_store)
-    monkeypatch.setattr(analyses.comparison, "RESULTS", tmp_path / "results")
+    monkeypatch.setattr(workbench.experiments.comparison, "RESULTS", tmp_path / "results")
     (tmp_path / "results").mkdir()
     return tmp_path
 

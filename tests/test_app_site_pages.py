@@ -11,9 +11,10 @@ from app_pages import ROOT, TIMEOUT, figure_array, no_exception, open_page, priv
 from app_pages import charts as page_charts
 from streamlit.testing.v1 import AppTest
 
-from workbench.runs import RunStore
-from workbench.site import SiteConfig, fit_site, to_run
-from workbench.tasks import load_task
+from workbench.methods.site import Site, SiteConfig
+from workbench.store.codec import to_run
+from workbench.store.runs import RunStore
+from workbench.tasks.files import load_task
 
 TINY = SiteConfig(steps=4, n_prompts=4, shots=2, eval_every=2, batch_size=8)
 FITTED = ("antonym", "uppercase")
@@ -25,9 +26,9 @@ def filled_store(tiny_llama, tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("site_runs")
     store = RunStore(root)
     for name in FITTED:
-        fit = fit_site(tiny_llama, load_task(name), TINY)
+        fit = Site.fit(tiny_llama, load_task(name), TINY)
         metrics = {name: {"test_first_token_acc": 0.25, "test_exact_match": 0.0, "n_test": 4}}
-        store.save(to_run(fit, tiny_llama, metrics=metrics))
+        store.save(to_run(fit, tiny_llama, load_task(name), metrics=metrics))
     return root
 
 

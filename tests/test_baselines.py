@@ -3,15 +3,23 @@
 import pytest
 import torch
 
-from workbench import function_vector as fv
-from workbench import inference, ltv
-from workbench import task_vector as tv
-from workbench.evaluation import evaluate, first_token_loss
-from workbench.models import load_model
-from workbench.prompts import get_template
-from workbench.runs import RunError, RunStore
-from workbench.site import task_embedding
-from workbench.tasks import Task
+import pandas as pd
+
+from workbench import scoring
+from workbench.experiments.evaluation import evaluate
+from workbench.interventions import Intervention, add_to_residual, replace_head, replace_residual
+from workbench.methods import function_vector as fv
+from workbench.methods import ltv, selection
+from workbench.methods import task_vector as tv
+from workbench.methods.activations import task_embedding, task_residuals
+from workbench.methods.training import Trace
+from workbench.model import inference
+from workbench.model.loading import load_model
+from workbench.scoring import first_token_loss
+from workbench.store.codec import from_run, to_run
+from workbench.store.runs import RunError, RunStore
+from workbench.tasks.prompts import get_template, train_prompts
+from workbench.tasks.task import Task
 
 ZERO_SHOT = ["Q: ab\nA:", "Q: hello\nA:", "Q: x\nA:"]
 
@@ -23,12 +31,16 @@ def _task(name="toy", n=40):
 # ----------------------------------------------------------------------------- Task Vector
 
 
+def _tv(vector, layer):
+    return Intervention("TV", (replace_residual(layer, vector),))
+
+
 def test_task_vectors_are_the_mean_last_token_residual(tiny_llama):
     task = _task()
-    vectors = tv.task_vectors(tiny_llama, task, "qa", shots=2, n_prompts=5, seed=0, batch_size=2)
+    vectors = task_residuals(tiny_llama, task, "qa", shots=2, n_prompts=5, seed=0, batch_size=2)
     shape = tiny_llama.heads.shape
     assert vectors.shape == (shape.n_layers, shape.d_model)
-    prompts, answers = tv.train_prompts(task, "qa", shots=2, n_prompts=5, seed=0)
+    prompts, answers = train_prompts(task, "qa", shots=2, n_prompts=5, seed=0)
     assert len(prompts) == 5 and prompts[0].count("\n\n") == 2 and all(a[1] in "012" for a in answers)
     store = {}
     inference.run_hooks_only(tiny_llama, prompts, tiny_llama.heads.capture_resid(store))
@@ -42,12 +54,11 @@ def test_task_vectors_are_the_mean_last_token_residual(tiny_llama):
 
 def test_tv_substitution_reproduces_the_source_residual(tiny_model):
     shape = tiny_model.heads.shape
-    vectors = tv.task_vectors(tiny_model, _task(), "qa", shots=2, n_prompts=4)
+    vectors = task_residuals(tiny_model, _task(), "qa", shots=2, n_prompts=4)
     plain = inference.last_logits(tiny_model, ZERO_SHOT)
     for layer in range(shape.n_layers):
         store, before = {}, {}
-        intervention = tv.TaskVector(vectors[layer], layer)
-        assert intervention.name == "TV"
+        intervention = _tv(vectors[layer], layer)
         inference.run_hooks_only(
             tiny_model,
             ZERO_SHOT,
@@ -66,7 +77,7 @@ def test_tv_substitution_reproduces_the_source_residual(tiny_model):
         )
         assert torch.allclose(before[layer], after[layer])
     # At the last layer the vector is all the unembedding sees: every query gets the same logits.
-    last = tv.TaskVector(vectors[-1], shape.n_layers - 1)
+    last = _tv(vectors[-1], shape.n_layers - 1)
     patched = inference.last_logits(tiny_model, ZERO_SHOT, last.hooks(tiny_model))
     assert torch.allclose(patched, patched[:1].expand_as(patched), atol=1e-5)
     assert not torch.allclose(patched, plain, atol=1e-3)
@@ -74,17 +85,16 @@ def test_tv_substitution_reproduces_the_source_residual(tiny_model):
 
 def test_the_cached_layer_sweep_equals_full_forwards(tiny_llama):
     task = _task()
-    vectors = tv.task_vectors(tiny_llama, task, "qa", shots=2, n_prompts=4)
-    layer, curve, zero_shot = tv.choose_layer(tiny_llama, task, vectors, "qa")
+    vectors = task_residuals(tiny_llama, task, "qa", shots=2, n_prompts=4)
+    curve, zero_shot = selection.layer_sweep(tiny_llama, task, lambda l: _tv(vectors[l], l), "qa")
+    layer = selection.best_layer(curve)
     assert list(curve["layer"]) == [0, 1, 2] and layer in (0, 1, 2)
     assert curve["first_token_acc"].between(0, 1).all()
     valid = task.split(0).valid
     prompts = [get_template("qa").format_query(x) for x, _ in valid]
     answers = [y for _, y in valid]
     for l in range(3):
-        full = first_token_loss(
-            tiny_llama, prompts, answers, tv.TaskVector(vectors[l], l).hooks(tiny_llama)
-        ).item()
+        full = first_token_loss(tiny_llama, prompts, answers, _tv(vectors[l], l).hooks(tiny_llama)).item()
         assert curve["loss"][l] == pytest.approx(full, abs=1e-4)
     assert zero_shot["loss"] == pytest.approx(first_token_loss(tiny_llama, prompts, answers).item(), abs=1e-4)
 
@@ -95,8 +105,8 @@ def test_best_layer_ranks_accuracy_then_loss_then_nearness():
     curve = pd.DataFrame(
         {"layer": [0, 1, 2, 3], "first_token_acc": [0.5, 0.8, 0.8, 0.8], "loss": [1.0, 2.0, 1.5, 1.5]}
     )
-    assert tv.best_layer(curve) == 2
-    assert tv.best_layer(curve, prefer=3) == 3
+    assert selection.best_layer(curve) == 2
+    assert selection.best_layer(curve, prefer=3) == 3
 
 
 # ----------------------------------------------------------------------------- Function Vector
@@ -111,7 +121,7 @@ def test_fv_with_every_head_is_the_sum_of_all_projected_means(tiny_model):
     assert torch.allclose(all_heads, tiny_model.heads.project(a).sum((0, 1)), atol=1e-5)
     # and k = 1 is the single head with the largest effect
     l, h = divmod(int(effects.argmax()), shape.n_heads)
-    assert fv.top_heads(effects, 1) == [(l, h)]
+    assert selection.top_heads(effects, 1) == [(l, h)]
     assert torch.allclose(
         fv.function_vector(tiny_model, a, effects, 1), a[l, h] @ tiny_model.heads.W_O[l, h], atol=1e-5
     )
@@ -125,7 +135,8 @@ def test_fv_is_added_to_the_residual_at_one_layer(tiny_model):
     inference.run_hooks_only(
         tiny_model,
         ZERO_SHOT,
-        [*fv.FunctionVector(vector, 1).hooks(tiny_model), *tiny_model.heads.capture_resid(after, layers=[1])],
+        [*Intervention("FV", (add_to_residual(vector[None], (1,)),)).hooks(tiny_model),
+         *tiny_model.heads.capture_resid(after, layers=[1])],
     )
     assert torch.allclose(after[1] - before[1], vector.expand(len(ZERO_SHOT), -1), atol=1e-5)
 
@@ -133,7 +144,7 @@ def test_fv_is_added_to_the_residual_at_one_layer(tiny_model):
 def test_shuffled_prompts_keep_inputs_and_true_answers_but_move_labels():
     task = _task()
     prompts, answers = fv.shuffled_label_prompts(task, "qa", shots=3, n_prompts=6)
-    clean, clean_answers = tv.train_prompts(task, "qa", shots=3, n_prompts=6)
+    clean, clean_answers = train_prompts(task, "qa", shots=3, n_prompts=6)
     assert answers == clean_answers and len(prompts) == 6
     labels = dict(task.pairs)
     demos = [block for p in prompts for block in p.split("\n\n")[:-1]]
@@ -169,34 +180,29 @@ def test_indirect_effect_is_zero_for_a_head_that_writes_nothing(name):
     assert effects[1, 2] == 0  # patching a head that writes nothing changes nothing
     assert (effects[1, [0, 1, 3]].abs() > 1e-7).all()  # control: the layer's other heads do act
     # the cached one-token path equals a full forward with the same patch
-    target = torch.tensor([inference.answer_first_token(model, " " + y) for y in answers])
+    target = torch.tensor([scoring.answer_first_token(model, " " + y) for y in answers])
 
     def p(hooks):
         return inference.last_logits(model, prompts, hooks).softmax(-1).gather(1, target[:, None])[:, 0]
 
-    full = (p(fv.patch_head(model, 1, 1, a)) - p([])).mean()
+    patch = Intervention("patch", (replace_head(1, 1, a[1, 1]),))
+    full = (p(patch.hooks(model)) - p([])).mean()
     assert effects[1, 1] == pytest.approx(full.item(), rel=1e-3, abs=1e-8)
-
-
-def test_patch_head_replaces_only_that_head(tiny_llama):
-    shape = tiny_llama.heads.shape
-    value = torch.randn(shape.n_layers, shape.n_heads, shape.d_head)
-    before, after = {}, {}
-    inference.run_hooks_only(tiny_llama, ZERO_SHOT, tiny_llama.heads.capture_z(before))
-    hooks = fv.patch_head(tiny_llama, 1, 3, value)
-    assert len(hooks) == 1
-    inference.run_hooks_only(tiny_llama, ZERO_SHOT, [*hooks, *tiny_llama.heads.capture_z(after)])
-    assert torch.allclose(after[1][:, 3], value[1, 3].expand(len(ZERO_SHOT), -1))
-    assert torch.equal(after[1][:, :3], before[1][:, :3]) and torch.equal(after[0], before[0])
 
 
 # ----------------------------------------------------------------------------- LTV
 
 
+def _ltv(theta, activations):
+    """An LTV fit with the given weights and head activations."""
+    return ltv.LearnableTaskVector(tasks=["toy"], config=ltv.LtvConfig(), theta=theta, activations=activations,
+                                   trace=Trace(0, 0.0, pd.DataFrame()))
+
+
 def test_ltv_with_theta_zero_leaves_logits_unchanged(tiny_model):
     shape = tiny_model.heads.shape
     a = torch.randn(shape.n_layers, shape.n_heads, shape.d_head)
-    intervention = ltv.LearnableTaskVector(torch.zeros(shape.n_layers, shape.n_heads), a)
+    intervention = _ltv(torch.zeros(shape.n_layers, shape.n_heads), a).intervention()
     assert intervention.name == "LTV"
     plain = inference.last_logits(tiny_model, ZERO_SHOT)
     assert torch.equal(inference.last_logits(tiny_model, ZERO_SHOT, intervention.hooks(tiny_model)), plain)
@@ -205,7 +211,7 @@ def test_ltv_with_theta_zero_leaves_logits_unchanged(tiny_model):
     theta[0, 1] = 1.0
     before, after = {}, {}
     inference.run_hooks_only(tiny_model, ZERO_SHOT, tiny_model.heads.capture_resid(before, layers=[0]))
-    hooks = ltv.LearnableTaskVector(theta, a).hooks(tiny_model)
+    hooks = _ltv(theta, a).intervention().hooks(tiny_model)
     assert len(hooks) == shape.n_layers  # one add after every layer
     inference.run_hooks_only(
         tiny_model, ZERO_SHOT, [*hooks, *tiny_model.heads.capture_resid(after, layers=[0])]
@@ -219,9 +225,7 @@ def test_ltv_gradients_reach_only_theta(tiny_llama):
     theta = torch.full((shape.n_layers, shape.n_heads), 0.01, requires_grad=True)
     a = torch.randn(shape.n_layers, shape.n_heads, shape.d_head)
     cached = inference.cache_prefixes(tiny_llama, ZERO_SHOT)
-    logits = inference.cached_last_logits(
-        tiny_llama, cached, ltv.LearnableTaskVector(theta, a).hooks(tiny_llama)
-    )
+    logits = inference.cached_last_logits(tiny_llama, cached, _ltv(theta, a).intervention().hooks(tiny_llama))
     logits.logsumexp(-1).sum().backward()
     assert theta.grad is not None and (theta.grad.abs() > 0).all()  # every layer's every head
     assert a.grad is None
@@ -234,16 +238,16 @@ LTV_TINY = ltv.LtvConfig(
 
 
 def test_ltv_fit_lowers_the_valid_loss_on_a_synthetic_task(tiny_llama):
-    fit = ltv.fit_ltv(tiny_llama, _task(), LTV_TINY)
-    start = fit.history["valid_loss"].iloc[0]
-    assert fit.best_valid_loss < start - 0.05 and fit.best_step > 0
+    fit = ltv.LearnableTaskVector.fit(tiny_llama, _task(), LTV_TINY)
+    start = fit.trace.history["valid_loss"].iloc[0]
+    assert fit.trace.best_valid_loss < start - 0.05 and fit.trace.best_step > 0
     assert fit.theta.shape == (3, 4) and fit.theta.abs().max() > 0.1  # moved well past its init
     # the stored best valid loss is what the fitted intervention scores on valid
     valid = _task().split(0).valid
     prompts = [get_template("qa").format_query(x) for x, _ in valid]
     hooks = fit.intervention().hooks(tiny_llama)
     assert first_token_loss(tiny_llama, prompts, [y for _, y in valid], hooks).item() == pytest.approx(
-        fit.best_valid_loss, abs=1e-4
+        fit.trace.best_valid_loss, abs=1e-4
     )
 
 
@@ -254,43 +258,43 @@ def test_ltv_fit_lowers_the_valid_loss_on_a_synthetic_task(tiny_llama):
 def fits(tiny_llama):
     task = _task()
     return {
-        "TV": (tv, tv.fit_task_vector(tiny_llama, task, tv.TaskVectorConfig(shots=2, n_prompts=4))),
-        "FV": (
-            fv,
-            fv.fit_function_vector(
-                tiny_llama, task, fv.FunctionVectorConfig(shots=2, n_prompts=4, n_shuffled=4, top_k=3)
-            ),
+        "TV": tv.TaskVector.fit(tiny_llama, task, tv.TaskVectorConfig(shots=2, n_prompts=4)),
+        "FV": fv.FunctionVector.fit(
+            tiny_llama, task, fv.FunctionVectorConfig(shots=2, n_prompts=4, n_shuffled=4, top_k=3)
         ),
-        "LTV": (
-            ltv,
-            ltv.fit_ltv(
-                tiny_llama, task, ltv.LtvConfig(shots=2, n_prompts=4, steps=2, eval_every=1, batch_size=8)
-            ),
+        "LTV": ltv.LearnableTaskVector.fit(
+            tiny_llama, task, ltv.LtvConfig(shots=2, n_prompts=4, steps=2, eval_every=1, batch_size=8)
         ),
     }
 
 
 def test_fitted_baselines_plug_into_evaluate(tiny_llama, fits):
-    tv_fit, fv_fit = fits["TV"][1], fits["FV"][1]
-    assert len(tv_fit.curve) == 3 and tv_fit.layer == tv.best_layer(tv_fit.curve)
+    tv_fit, fv_fit = fits["TV"], fits["FV"]
+    assert len(tv_fit.curve) == 3 and tv_fit.layer == selection.best_layer(tv_fit.curve)
     assert fv_fit.effects.shape == (3, 4) and len(fv_fit.heads) == 3 and len(fv_fit.sweep) == 3
     assert torch.allclose(
         fv_fit.vector, fv.function_vector(tiny_llama, fv_fit.activations, fv_fit.effects, 3)
     )
-    for name, (_, fit) in fits.items():
+    for name, fit in fits.items():
         frame = evaluate(
             tiny_llama, _task(), split="valid", limit=2, intervention=fit.intervention(), max_new_tokens=2
         )
         assert list(frame["method"]) == [name, name]
+        with pytest.raises(KeyError, match="is for 'toy', not 'other'"):
+            fit.intervention("other")
+
+
+SCORES = {"toy": {"test_first_token_acc": 0.5, "test_exact_match": 0.25, "n_test": 8}}
 
 
 @pytest.mark.parametrize("method", ["TV", "FV", "LTV"])
 def test_store_round_trip(tmp_path, tiny_llama, fits, method):
-    module, fit = fits[method]
+    fit = fits[method]
     store = RunStore(tmp_path)
-    run_id = store.save(module.to_run(fit, tiny_llama, metrics={"test_first_token_acc": 0.5}))
+    run_id = store.save(to_run(fit, tiny_llama, _task(), metrics=SCORES))
     assert list(store.list(method=method, task="toy")["id"]) == [run_id]
-    loaded = module.from_run(store.load(run_id), tiny_llama)
+    loaded = from_run(store.load(run_id), tiny_llama)
+    assert type(loaded) is type(fit) and loaded.fit_seconds == fit.fit_seconds
     if method == "TV":
         assert torch.equal(loaded.vectors, fit.vectors) and loaded.layer == fit.layer
         assert loaded.curve.equals(fit.curve) and loaded.config == fit.config
@@ -303,23 +307,27 @@ def test_store_round_trip(tmp_path, tiny_llama, fits, method):
         assert loaded.heads == fit.heads and loaded.sweep.equals(fit.sweep) and loaded.config == fit.config
     else:
         assert torch.equal(loaded.theta, fit.theta) and torch.equal(loaded.activations, fit.activations)
-        assert loaded.best_step == fit.best_step and loaded.config == fit.config
-    assert loaded.meta["metrics"] == {"test_first_token_acc": 0.5}
+        assert loaded.trace.best_step == fit.trace.best_step and loaded.config == fit.config
+    assert loaded.meta["metrics"] == SCORES
     plain = inference.last_logits(tiny_llama, ZERO_SHOT, fit.intervention().hooks(tiny_llama))
     assert torch.equal(
         inference.last_logits(tiny_llama, ZERO_SHOT, loaded.intervention().hooks(tiny_llama)), plain
     )
-    other_module, other_fit = fits[{"TV": "FV", "FV": "LTV", "LTV": "TV"}[method]]
-    other_id = store.save(other_module.to_run(other_fit, tiny_llama))
-    with pytest.raises(ValueError, match=f"not {method}"):
-        module.from_run(store.load(other_id))
+    # the codec restores each run as the method it was saved from
+    other = fits[{"TV": "FV", "FV": "LTV", "LTV": "TV"}[method]]
+    other_id = store.save(to_run(other, tiny_llama, _task()))
+    assert type(from_run(store.load(other_id))) is type(other)
+    run = store.load(run_id)
+    run.method = "XYZ"
+    with pytest.raises(RunError, match="Unknown method 'XYZ'"):
+        from_run(run)
 
 
 @pytest.mark.parametrize("method", ["TV", "FV", "LTV"])
 def test_loading_into_a_model_of_another_shape_raises(tmp_path, tiny_llama, fits, method):
-    module, fit = fits[method]
+    fit = fits[method]
     store = RunStore(tmp_path)
-    run_id = store.save(module.to_run(fit, tiny_llama))
+    run_id = store.save(to_run(fit, tiny_llama, _task()))
     gpt2 = load_model("tiny-gpt2", device="cpu")  # same layers and heads, but 4 kv heads
     with pytest.raises(RunError, match=r"fitted on tiny-llama and does not fit tiny-gpt2: n_kv_heads 2 vs 4"):
-        module.from_run(store.load(run_id), gpt2)
+        from_run(store.load(run_id), gpt2)

@@ -10,7 +10,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def _script(name):
-    spec = importlib.util.spec_from_file_location(name, ROOT / "analyses" / f"{name}.py")
+    spec = importlib.util.spec_from_file_location(name, ROOT / "analyses" / "scripts" / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
@@ -26,24 +26,33 @@ def test_site_benchmark_writes_one_row_per_task_and_a_mean(tmp_path, capsys):
 
 
 def test_methods_benchmark_covers_every_method(tmp_path):
+    from workbench.store.runs import RunStore
+
     _script("bench_methods").main(["--model", "tiny-llama", "--tasks", "antonym", "--limit", "3",
-                                   "--methods", "TV", "LTV", "--out", str(tmp_path)])
+                                   "--methods", "TV", "LTV", "--out", str(tmp_path), "--store", str(tmp_path / "runs")])
     table = pd.read_csv(tmp_path / "methods_tiny-llama_qa.csv")
     assert list(table["method"]) == ["zero-shot", "10-shot ICL", "TV", "LTV"]
     assert table.loc[table.method == "LTV", "fit_s"].iloc[0] > 0
+    runs = RunStore(tmp_path / "runs").list()
+    assert sorted(runs["method"]) == ["LTV", "TV"]
+    for metrics, method in zip(runs["metrics"], runs["method"]):  # each run carries its row's test scores
+        row = table[table.method == method].iloc[0]
+        assert metrics["antonym"]["test_first_token_acc"] == row["first"] and metrics["antonym"]["n_test"] == 3
 
 
 def test_head_map_agreement_reads_stored_runs_and_prints_each_pair(tmp_path, capsys, tiny_llama):
-    from workbench.methods import METHODS, fit_method
-    from workbench.runs import RunStore
-    from workbench.tasks import load_task
+    from workbench.methods import METHODS
+    from workbench.store.codec import to_run
+    from workbench.store.runs import RunStore
+    from workbench.tasks.files import load_task
 
     store = RunStore(tmp_path)
     tiny = {"FV": dict(n_prompts=4, n_shuffled=4, shots=2), "LTV": dict(n_prompts=4, shots=2, steps=2),
             "SITE": dict(n_prompts=4, shots=2, steps=2)}
+    antonym = load_task("antonym")
     for name, settings in tiny.items():
-        fit = fit_method(tiny_llama, load_task("antonym"), name, METHODS[name].config(**settings))
-        store.save(METHODS[name].module.to_run(fit, tiny_llama))
+        fit = METHODS[name].fit(tiny_llama, antonym, METHODS[name].Config(**settings))
+        store.save(to_run(fit, tiny_llama, antonym))
     module = _script("head_map_agreement")
     table = module.agreement(store, "tiny-llama", ["antonym", "uppercase"], k=3)
     assert list(zip(table["a"], table["b"])) == [("SITE", "FV"), ("SITE", "LTV"), ("FV", "LTV")]

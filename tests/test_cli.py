@@ -16,11 +16,11 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-import workbench.models as models_module
+import workbench.model.loading as models_module
 from workbench import cli
-from workbench.grid import evaluate_grid, resolve_tasks, summarize_grid
-from workbench.prompts import DEFAULT_TEMPLATE, get_template
-from workbench.tasks import list_tasks, load_task
+from workbench.experiments.grid import evaluate_grid, summarize_grid
+from workbench.tasks.files import list_tasks, load_task, resolve_tasks
+from workbench.tasks.prompts import DEFAULT_TEMPLATE, get_template
 
 ROOT = Path(__file__).resolve().parent.parent
 SUMMARY_COLUMNS = [
@@ -249,7 +249,7 @@ def test_missing_task_is_a_usage_error(capsys):
 
 
 def test_interrupted_eval_leaves_no_file(capsys, tmp_path, monkeypatch):
-    import workbench.grid as grid
+    import workbench.experiments.grid as grid
 
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
@@ -259,20 +259,6 @@ def test_interrupted_eval_leaves_no_file(capsys, tmp_path, monkeypatch):
     rc, _, err = run(["eval", "--model", "tiny-llama", "--task", "antonym", "--output", out_file], capsys)
     assert rc == 130 and "interrupted" in err
     assert list(tmp_path.iterdir()) == []
-
-
-def test_failed_write_keeps_the_old_file(tmp_path, monkeypatch):
-    target = tmp_path / "results.csv"
-    target.write_text("old\n")
-
-    def broken_replace(src, dst):
-        raise OSError("disk full")
-
-    monkeypatch.setattr(cli.os, "replace", broken_replace)
-    with pytest.raises(OSError, match="disk full"):
-        cli._write_atomically(target, "new\n")
-    assert target.read_text() == "old\n"
-    assert list(tmp_path.iterdir()) == [target]  # the temp file is cleaned up
 
 
 def test_output_format_choice():
@@ -342,6 +328,37 @@ def test_fit_site_saves_a_run_that_runs_can_list_show_export_and_delete(tmp_path
     assert rc == 0
     rc, out, _ = run(["runs", "list", "--store", store], capsys)
     assert "No runs" in out
+
+
+def test_fit_any_registered_method_and_refuse_settings_it_lacks(tmp_path, capsys):
+    store = tmp_path / "runs"
+    rc, out, _ = run(
+        ["fit", "--method", "tv", "--model", "tiny-llama", "--task", "antonym", "--prompts", "3", "--shots", "1",
+         "--limit", "2", "--store", store, "--no-progress"], capsys,
+    )
+    assert rc == 0 and "layer" in out and "test_exact_match" in out
+    rc, _, err = run(["fit", "--method", "TV", "--model", "tiny-llama", "--task", "antonym", "--steps", "3"], capsys)
+    assert rc == 2 and "TV has no setting steps" in err
+    rc, _, err = run(["fit", "--method", "LTV", "--model", "tiny-llama", "--task", "antonym", "uppercase",
+                      "--agnostic"], capsys)
+    assert rc == 2 and "LTV is fitted per task" in err
+
+
+def test_runs_migrate_rewrites_old_metadata(tmp_path, capsys):
+    store = tmp_path / "runs"
+    run(["fit", "--method", "TV", "--model", "tiny-llama", "--task", "antonym", "--prompts", "3", "--shots", "1",
+         "--no-eval", "--store", store, "--no-progress"], capsys)
+    (meta_path,) = store.glob("*/meta.json")
+    meta = json.loads(meta_path.read_text())
+    old = {k: v for k, v in meta.items() if k not in ("schema", "split_sizes", "task_sources", "fit")}
+    old.update(meta["fit"], fit_seconds=meta["fit"]["seconds"])
+    del old["seconds"]
+    meta_path.write_text(json.dumps(old))
+    rc, out, _ = run(["runs", "migrate", "--store", store], capsys)
+    assert rc == 0 and "rewrote the metadata of 1 runs" in out
+    assert json.loads(meta_path.read_text())["split_sizes"] == meta["split_sizes"]
+    rc, out, _ = run(["runs", "migrate", "--store", store], capsys)
+    assert "every run" in out
 
 
 def test_task_agnostic_fit_is_one_run_over_several_tasks(tmp_path, capsys):

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from workbench.evaluation import evaluate, summarize
-from workbench.models import embedded_cache_path
-from workbench.tasks import load_task
+from workbench.experiments.evaluation import evaluate, summarize
+from workbench.model.loading import embedded_cache_path
+from workbench.tasks.files import load_task
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parent.parent
@@ -19,9 +19,9 @@ def test_embedded_model_loads_from_its_cache(embedded_model):
     assert embedded_model.heads.shape.n_layers == 30 and embedded_model.heads.shape.n_kv_heads == 3
     assert (embedded_cache_path() / "model.safetensors").is_file()
     # A second process reads the cache instead of dequantizing the GGUF again.
-    probe = "from workbench.models import load_model; print(load_model(device='cpu').source)"
+    probe = "from workbench.model.loading import load_model; print(load_model(device='cpu').source)"
     out = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True, check=True,
-                         env={**os.environ, "PYTHONPATH": str(ROOT)})
+                         env=dict(os.environ))
     assert out.stdout.strip().splitlines()[-1] == "cache"
 
 
@@ -35,8 +35,8 @@ def test_ten_shot_icl_beats_zero_shot_on_country_capital(embedded_model):
 
 
 def test_bundled_site_run_injects_the_task_into_zero_shot_queries(embedded_model):
-    from workbench.runs import bundled_store
-    from workbench.site import from_run
+    from workbench.store.codec import from_run
+    from workbench.store.runs import bundled_store
 
     run = bundled_store().latest("SITE", "antonym", embedded_model.name)
     assert run is not None, "results/runs has no SITE run for antonym"
@@ -53,8 +53,8 @@ def test_bundled_tv_fv_ltv_runs_reproduce_the_benchmark_table(embedded_model):
     """Each bundled run, loaded and re-evaluated, scores what the committed benchmark table says."""
     import pandas as pd
 
-    from workbench.methods import METHODS, load_fit
-    from workbench.runs import bundled_store
+    from workbench.store.codec import from_run
+    from workbench.store.runs import bundled_store
 
     table = pd.read_csv(ROOT / "analyses" / "results" / "methods_smollm2-135m-instruct_qa.csv")
     expected = table[table["task"] == "present_past"].set_index("method")["first"]
@@ -62,7 +62,8 @@ def test_bundled_tv_fv_ltv_runs_reproduce_the_benchmark_table(embedded_model):
     for name in ("TV", "FV", "LTV"):
         run = bundled_store().latest(name, "present_past", embedded_model.name)
         assert run is not None, f"results/runs has no {name} run for present_past"
-        fit = load_fit(run, embedded_model)
+        fit = from_run(run, embedded_model)
         frame = evaluate(embedded_model, task, template=fit.config.template, max_new_tokens=1,
-                         intervention=METHODS[name].intervention(fit, task.name))
+                         intervention=fit.intervention(task.name))
+        assert run.meta["metrics"][task.name]["test_first_token_acc"] == pytest.approx(expected[name], abs=1e-9)
         assert frame["first_token_correct"].mean() == pytest.approx(expected[name], abs=1e-6), name

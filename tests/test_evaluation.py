@@ -1,8 +1,10 @@
 import pytest
 import torch
 
-from workbench.evaluation import evaluate, first_token_loss, majority_baseline, normalise, summarize
-from workbench.tasks import Task
+from workbench.experiments.evaluation import evaluate, majority_baseline, summarize
+from workbench.interventions import Intervention, mix_heads
+from workbench.scoring import first_token_loss, normalise
+from workbench.tasks.task import Task
 
 PAIRS = [(f"w{i}", f"v{i % 3}") for i in range(40)]
 
@@ -41,6 +43,7 @@ def test_first_token_loss_is_differentiable_through_hooks(tiny_llama):
     shape = tiny_llama.heads.shape
     alpha = torch.full((shape.n_layers, shape.n_heads), 0.5, requires_grad=True)
     target = torch.randn(shape.n_layers, shape.n_heads, shape.d_head)
-    loss = first_token_loss(tiny_llama, ["a ->", "b ->"], ["x", "y"], tiny_llama.heads.mix_z(alpha, target))
+    hooks = Intervention("mix", (mix_heads(alpha, target),)).hooks(tiny_llama)
+    loss = first_token_loss(tiny_llama, ["a ->", "b ->"], ["x", "y"], hooks)
     loss.backward()
     assert loss.item() > 0 and alpha.grad.abs().sum() > 0

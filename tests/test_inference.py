@@ -1,6 +1,10 @@
+from dataclasses import dataclass, field
+
 import torch
 
-from workbench import inference
+from workbench import scoring
+from workbench.interventions import Intervention
+from workbench.model import inference
 
 PROMPTS = ["abc -> cba\nxyz ->", "hello ->", "a much longer prompt than the others ->"]
 
@@ -24,16 +28,33 @@ def test_generation_matches_step_by_step_greedy_decoding(tiny_model):
             tokens = torch.cat([tokens, nxt.view(1, 1)], dim=1)
 
 
-def test_generation_hooks_act_on_the_prompt_pass_only(tiny_llama):
-    calls = []
+@dataclass(frozen=True, eq=False)
+class Counting(Intervention):
+    """The same edits, their hooks recording each call's phase and positions."""
 
-    def count(z, hook):
-        calls.append(z.shape[1])
-        return z
+    calls: list = field(default_factory=list)
 
-    hook = (tiny_llama.heads.z_name(0), count)
-    inference.generate(tiny_llama, PROMPTS, [hook], max_new_tokens=5, stop="\x00never")
-    assert len(calls) == 1 and calls[0] > 1
+    def hooks(self, model, phase="prompt"):
+        def counted(fn):
+            def hook(x, hook):
+                self.calls.append((phase, x.shape[1]))
+                return fn(x, hook)
+            return hook
+
+        return [(name, counted(fn)) for name, fn in super().hooks(model, phase)]
+
+
+def test_generation_asks_each_phase_for_its_hooks(tiny_llama):
+    from workbench.interventions import When, add_to_residual
+
+    zero = torch.zeros(1, tiny_llama.heads.shape.d_model)
+    prompt_only = Counting("zero", (add_to_residual(zero, (0,)),))
+    inference.generate(tiny_llama, PROMPTS, prompt_only, max_new_tokens=5, stop="\x00never")
+    assert len(prompt_only.calls) == 1 and prompt_only.calls[0][0] == "prompt" and prompt_only.calls[0][1] > 1
+    every_token = Counting("zero", (add_to_residual(zero, (0,), when=When.GENERATED),))
+    inference.generate(tiny_llama, PROMPTS, every_token, max_new_tokens=5, stop="\x00never")
+    assert [phase for phase, _ in every_token.calls] == ["prompt"] + ["decode"] * 4
+    assert all(width == 1 for phase, width in every_token.calls if phase == "decode")
 
 
 def test_first_logits_equal_last_logits(tiny_model):
@@ -43,5 +64,5 @@ def test_first_logits_equal_last_logits(tiny_model):
 
 
 def test_answer_first_token_keeps_the_leading_space(tiny_llama):
-    token = inference.answer_first_token(tiny_llama, " cold")
+    token = scoring.answer_first_token(tiny_llama, " cold")
     assert tiny_llama.tokenizer.decode([token]) == " "

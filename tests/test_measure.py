@@ -2,7 +2,7 @@ import time
 
 import torch
 
-from workbench.measure import Measure
+from workbench.experiments.measure import Measure
 
 
 def test_measure_sees_time_and_a_transient_allocation():

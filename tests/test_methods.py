@@ -1,32 +1,31 @@
-"""The methods registry, the side-by-side comparison, head maps of several methods and
-transfer from any head map (workbench/methods.py, analyses/comparison.py,
-analyses/head_relevance.py, analyses/transfer.py), on tiny-llama and synthetic maps."""
+"""The methods registry and protocol, the side-by-side comparison, head maps of several
+methods and transfer from any head map (workbench/methods, workbench/experiments,
+analyses/figures), on tiny-llama and synthetic maps."""
 
 from __future__ import annotations
+
+import dataclasses
 
 import numpy as np
 import pandas as pd
 import pytest
 import torch
 
-from analyses.comparison import (
+from analyses.figures.comparison import comparison_figure
+from analyses.figures.head_maps import Panel, head_maps_figure
+from workbench.experiments.comparison import (
     MEAN,
     benchmark_files,
-    comparison_figure,
+    compare_methods,
     from_summary,
     method_order,
     read_benchmark,
     task_view,
 )
-from analyses.head_relevance import (
-    Panel,
-    compare_maps,
-    head_maps_figure,
-    maps_table,
-    rank_correlation,
-    top_k_overlap,
-)
-from analyses.transfer import (
+from workbench.experiments.evaluation import evaluate
+from workbench.experiments.fitting import fit_score_save
+from workbench.experiments.head_maps import compare_maps, maps_table, rank_correlation, top_k_overlap
+from workbench.experiments.transfer import (
     Source,
     head_selection,
     method_transfer_summary,
@@ -34,20 +33,10 @@ from analyses.transfer import (
     summarize_transfer,
     transfer_per_query,
 )
-from workbench.evaluation import evaluate
-from workbench.methods import (
-    HEAD_MAP_METHODS,
-    METHODS,
-    compare_methods,
-    fit_method,
-    fit_score_save,
-    get_method,
-    load_fit,
-    read_progress,
-    relevance,
-)
-from workbench.runs import RunStore
-from workbench.tasks import load_task
+from workbench.methods import METHODS, Method, get_method, head_map_methods
+from workbench.store.codec import from_run, to_run
+from workbench.store.runs import RunStore
+from workbench.tasks.files import load_task
 
 TINY = {  # method -> the smallest config that still runs every step
     "TV": dict(shots=2, n_prompts=4),
@@ -58,7 +47,11 @@ TINY = {  # method -> the smallest config that still runs every step
 
 
 def tiny_config(name: str):
-    return METHODS[name].config(**TINY[name])
+    return METHODS[name].Config(**TINY[name])
+
+
+def fit_method(model, task, name, config=None):
+    return get_method(name).fit(model, task, config)
 
 
 @pytest.fixture(scope="module")
@@ -79,35 +72,59 @@ def fits(tiny_llama, antonym):
 # ----------------------------------------------------------------------------- registry
 
 
-def test_every_method_round_trips_through_the_run_store(tiny_llama, fits, tmp_path):
+def test_every_method_round_trips_through_the_run_store(tiny_llama, antonym, fits, tmp_path):
     store = RunStore(tmp_path)
     shape = tiny_llama.heads.shape
     for name, fit in fits.items():
-        method = get_method(name)
-        run_id = store.save(method.module.to_run(fit, tiny_llama))
-        loaded = load_fit(store.load(run_id), tiny_llama)
+        assert isinstance(fit, Method) and fit.name == name and fit.tasks == ["antonym"]
+        run_id = store.save(to_run(fit, tiny_llama, antonym))
+        loaded = from_run(store.load(run_id), tiny_llama)
         assert type(loaded) is type(fit)
-        if name in HEAD_MAP_METHODS:
-            assert method.head_map(loaded).shape == (shape.n_layers, shape.n_heads)
-            torch.testing.assert_close(method.head_map(loaded), method.head_map(fit))
+        if name in head_map_methods():
+            assert loaded.head_map().shape == (shape.n_layers, shape.n_heads)
+            torch.testing.assert_close(loaded.head_map(), fit.head_map())
         else:
             with pytest.raises(ValueError, match="no per-head map"):
-                method.head_map(loaded)
-    assert HEAD_MAP_METHODS == ["FV", "LTV", "SITE"]
+                loaded.head_map()
+    assert head_map_methods() == ["SITE", "FV", "LTV"]  # the selection map first
     with pytest.raises(ValueError, match="Unknown method 'XYZ'"):
         get_method("XYZ")
 
 
-def test_relevance_is_magnitude_for_ltv_only():
-    values = torch.tensor([[-2.0, 1.0]])
-    assert relevance("LTV", values).tolist() == [[2.0, 1.0]]
-    assert relevance("FV", values).tolist() == [[-2.0, 1.0]]
+def test_relevance_is_magnitude_for_ltv_only(fits):
+    theta = torch.tensor([[-2.0, 1.0]])
+    ltv = dataclasses.replace(fits["LTV"], theta=theta)
+    assert ltv.relevance().tolist() == [[2.0, 1.0]] and ltv.head_map().tolist() == [[-2.0, 1.0]]
+    fv = dataclasses.replace(fits["FV"], effects=theta)
+    assert fv.relevance().tolist() == [[-2.0, 1.0]]
 
 
-def test_read_progress_of_every_method_shape():
-    assert read_progress(3, 10, {"train_loss": 1.0}) == ("", 3, 10)  # SITE, LTV
-    assert read_progress(2, 5) == ("", 2, 5)  # TV
-    assert read_progress("indirect effect", 4, 8) == ("indirect effect", 4, 8)  # FV
+def test_every_method_reports_progress_as_stage_done_total_record(tiny_llama, antonym):
+    for name in METHODS:
+        reports = []
+        METHODS[name].fit(tiny_llama, antonym, tiny_config(name), progress=lambda *r: reports.append(r))
+        assert reports, name
+        for stage, done, total, record in reports:
+            assert isinstance(stage, str) and stage and 0 < done <= total and isinstance(record, dict)
+        assert reports[-1][1] == reports[-1][2] or name in ("LTV", "SITE")  # fits may stop early
+
+
+def test_every_method_summarises_its_fit(fits):
+    for name, fit in fits.items():
+        summary = fit.summary()
+        assert summary["fit_s"] >= 0
+    assert {"layer"} <= set(fits["TV"].summary()) and {"layer"} <= set(fits["FV"].summary())
+    assert {"best_step", "valid_loss"} <= set(fits["LTV"].summary())
+    assert {"best_step", "valid_loss", "alpha_extreme"} <= set(fits["SITE"].summary())
+
+
+def test_single_task_methods_refuse_several_tasks(tiny_llama, antonym, uppercase):
+    for name, method in METHODS.items():
+        if not method.several_tasks:
+            with pytest.raises(ValueError, match="fitted per task; 2 tasks were given"):
+                method.fit(tiny_llama, [antonym, uppercase], tiny_config(name))
+    with pytest.raises(TypeError, match="takes a LtvConfig"):
+        METHODS["LTV"].fit(tiny_llama, antonym, tiny_config("TV"))
 
 
 def test_fit_score_save_scores_and_stores_any_method(tiny_llama, antonym, uppercase, tmp_path):
@@ -118,7 +135,7 @@ def test_fit_score_save_scores_and_stores_any_method(tiny_llama, antonym, upperc
     assert (
         metrics["antonym"]["test_first_token_acc"] == run.meta["metrics"]["antonym"]["test_first_token_acc"]
     )
-    with pytest.raises(ValueError, match="only SITE"):
+    with pytest.raises(ValueError, match="LTV is fitted per task"):
         fit_score_save(tiny_llama, [antonym, uppercase], "LTV", tiny_config("LTV"), store)
 
 
@@ -282,26 +299,26 @@ def test_head_maps_figure_marks_each_maps_top_k_by_its_relevance():
 
 
 def test_head_selection_from_each_method(fits):
-    site = head_selection("SITE", fits["SITE"])
+    site = head_selection(fits["SITE"])
     assert site.label == "antonym" and site.k is None
     torch.testing.assert_close(site.selection, fits["SITE"].alpha)
-    fv = head_selection("FV", fits["FV"], k=3)
+    fv = head_selection(fits["FV"], k=3)
     assert fv.label == "antonym · FV top-3" and fv.selection.sum() == 3
     top = fits["FV"].effects.flatten().topk(3).indices
     assert set(fv.selection.flatten().nonzero().flatten().tolist()) == set(top.tolist())
     ltv = fits["LTV"]
     theta = ltv.theta.clone()
     theta[1, 2] = -100.0  # a large negative weight is the most relevant head
-    ltv_source = head_selection("LTV", type(ltv)(**{**vars(ltv), "theta": theta}), k=1)
+    ltv_source = head_selection(dataclasses.replace(ltv, theta=theta), k=1)
     assert ltv_source.selection[1, 2] == 1 and ltv_source.selection.sum() == 1
     with pytest.raises(ValueError, match="give k"):
-        head_selection("FV", fits["FV"])
+        head_selection(fits["FV"])
 
 
 def test_transfer_from_another_methods_heads(tiny_llama, antonym, uppercase, fits):
     site_up = fit_method(tiny_llama, uppercase, "SITE", tiny_config("SITE"))
     site_fits = {"antonym": fits["SITE"], "uppercase": site_up}
-    fv = head_selection("FV", fits["FV"], k=3)
+    fv = head_selection(fits["FV"], k=3)
     per_query = transfer_per_query(
         tiny_llama, [antonym, uppercase], site_fits, sources=["antonym", fv], limit=2
     )

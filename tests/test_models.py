@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from workbench.models import ModelLoadError, available_models, load_model
+from workbench.model.loading import ModelLoadError, available_models, load_model
 
 
 def test_tiny_llama_has_grouped_query_attention(tiny_llama):
@@ -26,7 +26,7 @@ def test_unknown_model_name_gives_one_clear_error():
 def test_local_directory_loads_like_a_hub_model(tmp_path, tiny_llama):
     # A user's own weights: a directory with config, weights and tokenizer (saved before
     # any bridge wraps the model, as a user's checkpoint would be).
-    from workbench.models import _build_tiny
+    from workbench.model.loading import _build_tiny
 
     hf, tokenizer, _, _ = _build_tiny("tiny-llama")
     hf.save_pretrained(tmp_path)

@@ -1,5 +1,6 @@
-"""Head-map figures and the SITE transfer matrix (analyses/head_relevance.py, analyses/transfer.py):
-synthetic maps with known answers, and tiny-llama fits for the transfer cells."""
+"""Head maps and the SITE transfer matrix (workbench/experiments/head_maps.py and transfer.py,
+their figures in analyses/figures/): synthetic maps with known answers, and tiny-llama fits
+for the transfer cells."""
 
 from __future__ import annotations
 
@@ -11,31 +12,31 @@ import plotly.graph_objects as go
 import pytest
 import torch
 
-from analyses.head_relevance import (
-    alpha_summary,
-    clicked_cell,
+from analyses.figures.head_maps import (
     fit_history_figure,
-    head_across_tasks,
     head_across_tasks_figure,
     head_map_figure,
     layer_profile_figure,
 )
-from analyses.transfer import (
+from analyses.figures.transfer import similarity_figure, transfer_figure, transfer_vs_similarity_figure
+from app_state import clicked_cell
+from workbench.experiments.evaluation import evaluate
+from workbench.experiments.head_maps import alpha_summary, head_across_tasks
+from workbench.experiments.transfer import (
+    cell_queries,
+    cell_table,
     cluster_order,
     map_similarity,
+    matrix_order,
     read_transfer_csv,
-    similarity_figure,
     summarize_transfer,
     transfer_cell,
-    transfer_figure,
     transfer_matrix,
     transfer_per_query,
-    transfer_vs_similarity_figure,
     with_similarity,
 )
-from workbench.evaluation import evaluate
-from workbench.site import SiteConfig, fit_site
-from workbench.tasks import load_task
+from workbench.methods.site import Site, SiteConfig
+from workbench.tasks.files import load_task
 
 TINY = SiteConfig(steps=4, n_prompts=4, shots=2, eval_every=2, batch_size=8)
 TASKS = ("antonym", "uppercase")
@@ -48,7 +49,7 @@ def tasks():
 
 @pytest.fixture(scope="module")
 def fits(tiny_llama, tasks):
-    return {name: fit_site(tiny_llama, task, TINY) for name, task in tasks.items()}
+    return {name: Site.fit(tiny_llama, task, TINY) for name, task in tasks.items()}
 
 
 # ----------------------------------------------------------------------------- head maps
@@ -303,3 +304,34 @@ def test_similarity_figures():
     assert frame["alpha_jaccard"].tolist() == [1.0, 1.0, 0.0]
     fig = transfer_vs_similarity_figure(frame)
     assert len(fig.data[0].x) == 2  # off-diagonal cells only
+
+
+def test_matrix_order_clusters_tasks_then_groups_top_k_sources_by_method():
+    rows = [("a", "a"), ("b", "b"), ("c", "c"), ("a", "c"), ("c", "a")]
+    rows += [("b · FV top-3", "a"), ("a · FV top-3", "a"), ("a · LTV top-3", "b")]
+    frame = pd.DataFrame(rows, columns=["source", "target"])
+    frame["source_method"] = [("FV" if "FV" in s else "LTV" if "LTV" in s else "SITE") for s in frame["source"]]
+    frame["source_task"] = frame["source"].str.split(" · ").str[0]
+    frame["k"] = [3 if " · " in s else np.nan for s in frame["source"]]
+    similarity = pd.DataFrame([[1, 0, 0.9], [0, 1, 0], [0.9, 0, 1]], index=list("abc"), columns=list("abc"))
+    order = matrix_order(frame, similarity)
+    assert order[:3] in (["a", "c", "b"], ["b", "a", "c"], ["c", "a", "b"], ["b", "c", "a"])  # a next to c
+    assert order[3:] == sorted(order[3:], key=lambda s: ("FV" not in s, order.index(s.split(" · ")[0])))
+    assert order[3:5] == [f"{t} · FV top-3" for t in order[:3] if t in "ab"]
+    assert order[-1] == "a · LTV top-3"
+    assert matrix_order(frame)[:3] == ["a", "b", "c"]  # no similarity: as they come
+
+
+def test_cell_queries_put_the_heads_of_a_beside_the_targets_own(tiny_llama, tasks, fits):
+    rows = cell_queries(tiny_llama, tasks["uppercase"], fits["antonym"], fits["uppercase"], limit=3,
+                        label="antonym")
+    assert list(rows["source"]) == ["antonym"] * 3 + ["uppercase"] * 3
+    plain = transfer_cell(tiny_llama, tasks["uppercase"], fits["antonym"], fits["uppercase"], limit=3)
+    assert list(rows["prediction"][:3]) == list(plain["prediction"])
+    table = cell_table(rows, "uppercase")
+    assert len(table) == 3
+    assert [c for c in table.columns if c.endswith(": prediction")] == ["heads of antonym: prediction",
+                                                                         "own alpha: prediction"]
+    diagonal = cell_queries(tiny_llama, tasks["uppercase"], fits["uppercase"], fits["uppercase"], limit=3,
+                            label="uppercase")
+    assert list(diagonal["source"]) == ["uppercase"] * 3

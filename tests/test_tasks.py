@@ -8,9 +8,10 @@ from collections import Counter
 
 import pytest
 
-import workbench.tasks as tasks_module
-from workbench.prompts import DEFAULT_TEMPLATE, TEMPLATES, PromptTemplate, build_prompts, get_template
-from workbench.tasks import DATA_DIR, Task, TaskFileError, catalog, list_tasks, load_task, read_pairs
+import workbench.tasks.files as tasks_module
+from workbench.tasks.files import DATA_DIR, TaskFileError, catalog, list_tasks, load_task, read_pairs
+from workbench.tasks.prompts import DEFAULT_TEMPLATE, TEMPLATES, PromptTemplate, build_prompts, get_template
+from workbench.tasks.task import Task
 
 CATALOG_FILE = DATA_DIR / "catalog.json"
 RAW_CATALOG = json.loads(CATALOG_FILE.read_text(encoding="utf-8")) if CATALOG_FILE.is_file() else {}

@@ -1,12 +1,17 @@
 """Task Vector Workbench: how language models carry a task from in-context examples into
-their activations. See README.md; the modules are one concept each:
+their activations. The folders name the architecture (README.md, "Layout"):
 
-models      load a model by name and wrap it in TransformerLens' TransformerBridge
-heads       read and write per-head activations (hook_z, W_O blocks, residual stream)
-tasks       built-in and user task files, validation, fixed splits
-prompts     prompt templates and k-shot prompts
-inference   batched forward passes with hooks, greedy decoding
-evaluation  zero-shot / k-shot / intervened evaluation, metrics as DataFrames
+model/        loading a model by name, per-head access (hook names, W_O), inference
+tasks/        tasks and their splits, task files, prompt templates
+interventions the vocabulary every method's effect is written in: where, what, when
+scoring       answer scoring: first-token targets, losses, metrics
+methods/      one module per method (TV, FV, LTV, SITE), their shared ingredients, the registry
+experiments/  evaluation, grids, comparison, head maps, transfer, measurement
+store/        saved runs: the store, the metadata schema, the codec
+atomic        atomic writes of files and folders
+cli           python -m workbench ...
+
+The math of every method is in docs/methods.md.
 """
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"

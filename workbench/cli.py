@@ -1,4 +1,4 @@
-"""Command line: ``python -m workbench {models,tasks,show-task,eval,fit-site,runs} ...``.
+"""Command line: ``python -m workbench {models,tasks,show-task,eval,fit,runs} ...``.
 
 Thin by design: parse arguments, call the library, format the output. Expected failures
 (unknown model, bad task file, bad template or shots) print one ``error: ...`` line to
@@ -8,14 +8,14 @@ stderr and exit with status 2.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
-import tempfile
 from pathlib import Path
 
 import pandas as pd
 
-from workbench.prompts import DEFAULT_TEMPLATE
+from workbench import atomic
+from workbench.methods import METHODS
+from workbench.tasks.prompts import DEFAULT_TEMPLATE
 
 FORMATS = ("table", "csv", "json")
 EXIT_ERROR = 2
@@ -26,7 +26,7 @@ EXIT_INTERRUPTED = 130
 
 
 def cmd_models(args: argparse.Namespace) -> int:
-    from workbench.models import DEFAULT_MODEL, TINY_MODELS, available_models
+    from workbench.model.loading import DEFAULT_MODEL, TINY_MODELS, available_models
 
     notes = {DEFAULT_MODEL: "embedded SmolLM2-135M-Instruct (default; alias 'default')"}
     notes.update({name: "random weights, byte tokenizer: tests and smoke runs" for name in TINY_MODELS})
@@ -41,7 +41,7 @@ def cmd_models(args: argparse.Namespace) -> int:
 
 
 def cmd_tasks(args: argparse.Namespace) -> int:
-    from workbench.tasks import catalog, load_task
+    from workbench.tasks.files import catalog, load_task
 
     rows = []
     for name, info in catalog().items():
@@ -63,8 +63,8 @@ def cmd_tasks(args: argparse.Namespace) -> int:
 
 
 def cmd_show_task(args: argparse.Namespace) -> int:
-    from workbench.prompts import build_prompts, get_template
-    from workbench.tasks import load_task
+    from workbench.tasks.files import load_task
+    from workbench.tasks.prompts import build_prompts, get_template
 
     template = get_template(args.template)
     task = load_task(args.task)
@@ -94,9 +94,10 @@ def cmd_show_task(args: argparse.Namespace) -> int:
 def cmd_eval(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from workbench.grid import check_grid, evaluate_grid, grid_size, resolve_tasks, summarize_grid
-    from workbench.models import load_model
-    from workbench.prompts import get_template
+    from workbench.experiments.grid import check_grid, evaluate_grid, grid_size, summarize_grid
+    from workbench.model.loading import load_model
+    from workbench.tasks.files import resolve_tasks
+    from workbench.tasks.prompts import get_template
 
     fmt = _output_format(args.format, args.output)
     # Everything cheap is checked before the model loads.
@@ -127,7 +128,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     note = f"model {model.name} ({model.source}); split {args.split}; seed {args.seed}; template {template.describe()}"
 
     if args.output:
-        _write_atomically(Path(args.output), _render(frame, fmt))
+        atomic.write_text(Path(args.output), _render(frame, fmt))
         print(note)
         print(_render(summary, "table"), end="")
         print(f"wrote {len(frame)} {'per-query' if args.per_query else 'summary'} rows ({fmt}) to {args.output}")
@@ -143,25 +144,26 @@ def cmd_eval(args: argparse.Namespace) -> int:
 def cmd_fit(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from workbench.grid import resolve_tasks
-    from workbench.methods import fit_score_save, get_method, read_progress
-    from workbench.models import load_model
-    from workbench.prompts import get_template
-    from workbench.runs import RunStore, user_store
+    from workbench.experiments.fitting import fit_score_save
+    from workbench.methods import get_method
+    from workbench.model.loading import load_model
+    from workbench.store.runs import RunStore, user_store
+    from workbench.tasks.files import resolve_tasks
+    from workbench.tasks.prompts import get_template
 
     method = get_method(args.method)
     template = get_template(args.template)
     tasks = resolve_tasks(args.task)
-    if args.agnostic and method.name != "SITE":
-        raise ValueError("--agnostic is for SITE only: the other methods are fitted per task.")
+    if args.agnostic and not method.several_tasks:
+        raise ValueError(f"--agnostic is for methods that fit several tasks at once; {method.name} is fitted per task.")
     given = {"template": args.template, "shots": args.shots, "n_prompts": args.prompts, "steps": args.steps,
              "lr": args.lr, "batch_size": args.batch_size, "seed": args.seed, "top_k": args.top_k,
              "layer": args.layer}
-    fields = set(method.config.__dataclass_fields__)
+    fields = set(method.Config.__dataclass_fields__)
     ignored = sorted(k for k, v in given.items() if v is not None and k not in fields)
     if ignored:
         raise ValueError(f"{method.name} has no setting {', '.join(ignored)} (its settings: {', '.join(sorted(fields))}).")
-    config = method.config(**{k: v for k, v in given.items() if v is not None})
+    config = method.Config(**{k: v for k, v in given.items() if v is not None})
     store = RunStore(args.store) if args.store else user_store()
     print(f"loading model {args.model} ...", file=sys.stderr, flush=True)
     model = load_model(args.model, device=args.device)
@@ -170,10 +172,8 @@ def cmd_fit(args: argparse.Namespace) -> int:
     for group in groups:
         label = "+".join(t.name for t in group) if len(group) <= 3 else f"{len(group)} tasks"
         with tqdm(unit="step", file=sys.stderr, disable=args.no_progress, desc=f"{method.name} {label}") as bar:
-            def progress(*report) -> None:
-                stage, done, total = read_progress(*report)
-                if stage:
-                    bar.set_description(f"{method.name} {label}: {stage}")
+            def progress(stage: str, done: int, total: int, record: dict) -> None:
+                bar.set_description(f"{method.name} {label}: {stage}")
                 bar.total = total
                 bar.update(done - bar.n)
 
@@ -182,15 +182,7 @@ def cmd_fit(args: argparse.Namespace) -> int:
                 progress=progress,
             )
         for task in group:
-            row = {"run": run_id, "task": task.name, "fit_s": round(fit.fit_seconds, 1)}
-            if method.name in ("SITE", "LTV"):
-                row.update(best_step=fit.best_step, valid_loss=round(fit.best_valid_loss, 4))
-            if method.name in ("TV", "FV"):
-                row["layer"] = fit.layer
-            if method.name == "SITE":
-                alpha = fit.alpha
-                row["alpha_extreme"] = round(float(((alpha < 0.1) | (alpha > 0.9)).float().mean()), 3)
-            rows.append({**row, **metrics.get(task.name, {})})
+            rows.append({"run": run_id, "task": task.name, **fit.summary(), **metrics.get(task.name, {})})
     print(f"model {model.name}; method {method.name}; template {template.describe()}; store {store.root}")
     print(_render(pd.DataFrame(rows), "table"), end="")
     return 0
@@ -199,7 +191,7 @@ def cmd_fit(args: argparse.Namespace) -> int:
 def cmd_runs(args: argparse.Namespace) -> int:
     import json
 
-    from workbench.runs import RunStore, bundled_store, user_store
+    from workbench.store.runs import RunStore, bundled_store, user_store
 
     store = bundled_store() if args.bundled else (RunStore(args.store) if args.store else user_store())
     if args.action == "list":
@@ -213,7 +205,7 @@ def cmd_runs(args: argparse.Namespace) -> int:
         run = store.load(_one_id(args))
         summary = {"id": run.id, "method": run.method, "model": run.model, "tasks": run.tasks, "created": run.created,
                    "tensors": {k: list(v.shape) for k, v in run.tensors.items()},
-                   **{k: v for k, v in run.meta.items() if k != "history"}}
+                   **run.meta, "fit": {k: v for k, v in run.meta["fit"].items() if k != "history"}}
         print(json.dumps(summary, indent=1, default=str))
     elif args.action == "delete":
         store.delete(_one_id(args))
@@ -222,6 +214,10 @@ def cmd_runs(args: argparse.Namespace) -> int:
         if len(args.ids) != 2:
             raise ValueError("usage: runs export RUN_ID DEST_FOLDER")
         print(f"exported to {store.export(args.ids[0], args.ids[1])}")
+    elif args.action == "migrate":
+        done = store.migrate()
+        print(f"rewrote the metadata of {len(done)} runs in {store.root} in the current schema" if done
+              else f"every run in {store.root} is in the current schema")
     return 0
 
 
@@ -266,25 +262,6 @@ def _text_table(rows: list[dict]) -> str:
     lines = ["  ".join(c.ljust(w) for c, w in zip(cols, widths)).rstrip()]
     lines += ["  ".join(v.ljust(w) for v, w in zip(row, widths)).rstrip() for row in cells]
     return "\n".join(lines)
-
-
-def _write_atomically(path: Path, text: str) -> None:
-    """Write to a temp file beside ``path``, then rename: never a half-written file."""
-    folder = path.parent if str(path.parent) else Path(".")
-    folder.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=folder)
-    try:
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes it private; give it a normal file's mode
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 # ----------------------------------------------------------------------------- parser
@@ -332,13 +309,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser(
         "fit", aliases=["fit-site"],
-        help="fit a method (SITE, TV, FV, LTV) per task, score it on the test split, save runs "
+        help=f"fit a method ({', '.join(METHODS)}) per task, score it on the test split, save runs "
         "(fit-site: --method SITE)",
     )
-    p.add_argument("--method", type=str.upper, default="SITE", choices=["SITE", "TV", "FV", "LTV"])
+    p.add_argument("--method", type=str.upper, default="SITE", choices=list(METHODS))
     p.add_argument("--model", default="smollm2-135m-instruct")
     p.add_argument("--task", action="extend", nargs="+", required=True, metavar="NAME_OR_PATH")
-    p.add_argument("--agnostic", action="store_true", help="SITE: one alpha shared by all the given tasks")
+    p.add_argument("--agnostic", action="store_true",
+                   help="one fit shared by all the given tasks (methods that allow it: "
+                   f"{', '.join(n for n, m in METHODS.items() if m.several_tasks)})")
     p.add_argument("--template", default=DEFAULT_TEMPLATE)
     p.add_argument("--shots", type=int, default=None, help="k of the prompts that build the vectors (default 10)")
     p.add_argument("--prompts", type=int, default=None, help="M: prompts averaged (default 50)")
@@ -355,8 +334,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=cmd_fit)
 
-    p = sub.add_parser("runs", help="list / show / delete / export saved runs")
-    p.add_argument("action", choices=["list", "show", "delete", "export"])
+    p = sub.add_parser("runs", help="list / show / delete / export saved runs; migrate old metadata")
+    p.add_argument("action", choices=["list", "show", "delete", "export", "migrate"])
     p.add_argument("ids", nargs="*", metavar="RUN_ID [DEST]")
     p.add_argument("--store", default=None, help="run store folder (default: $WORKBENCH_RUNS or the cache)")
     p.add_argument("--bundled", action="store_true", help="the runs shipped with the repo (read-only)")
@@ -369,7 +348,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from workbench.models import ModelLoadError
+    from workbench.model.loading import ModelLoadError
 
     try:
         return args.func(args)

@@ -1,0 +1,99 @@
+"""Figures of the methods side by side (data in, Plotly figure out; the tables come from
+:mod:`workbench.experiments.comparison`).
+
+* :func:`comparison_figure`: bars of accuracy, tokens and time per method of one task view;
+* :func:`accuracy_matrix_figure`: task x method heatmap of one accuracy.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import plotly.graph_objects as go
+from plotly.subplots import make_subplots
+
+from workbench.experiments.comparison import family, method_order
+
+PANELS = {  # column -> panel title
+    "first": "first-token accuracy",
+    "exact": "exact match",
+    "tokens": "prompt tokens per query",
+    "s_per_query": "seconds per query",
+}
+COLORS = {
+    "zero-shot": "#9D9D9D",
+    "ICL": "#4C78A8",
+    "TV": "#72B7B2",
+    "FV": "#EECA3B",
+    "LTV": "#F58518",
+    "SITE": "#E45756",
+}
+OTHER_COLORS = ["#54A24B", "#B279A2", "#FF9DA6", "#9D755D", "#BAB0AC"]  # methods added later
+
+
+def method_color(method: str) -> str:
+    """A fixed colour per method family; a method without one gets a stable spare colour."""
+    name = family(method)
+    return COLORS.get(name) or OTHER_COLORS[sum(map(ord, name)) % len(OTHER_COLORS)]
+
+
+def comparison_figure(view: pd.DataFrame, title: str | None = None) -> go.Figure:
+    """Four bar panels (first-token accuracy, exact match, prompt tokens, seconds per query),
+    one bar per method of a :func:`task_view`."""
+    fig = make_subplots(
+        rows=1, cols=len(PANELS), subplot_titles=list(PANELS.values()), horizontal_spacing=0.07
+    )
+    methods = list(view["method"])
+    colors = [method_color(m) for m in methods]
+    for i, (column, label) in enumerate(PANELS.items(), start=1):
+        values = view[column].astype(float)
+        accuracy = column in ("first", "exact")
+        fig.add_trace(
+            go.Bar(
+                x=methods,
+                y=values,
+                marker_color=colors,
+                text=[("" if not np.isfinite(v) else f"{v:.0%}" if accuracy else f"{v:.3g}") for v in values],
+                textposition="outside",
+                hovertemplate=f"%{{x}}<br>{label} %{{y:.3f}}<extra></extra>",
+                showlegend=False,
+            ),
+            row=1,
+            col=i,
+        )
+        top = float(values.max()) if values.notna().any() else 1.0
+        fig.update_yaxes(range=[0, 1.12] if accuracy else [0, top * 1.18 or 1.0], row=1, col=i)
+        fig.update_xaxes(tickangle=-40, row=1, col=i)
+    fig.update_layout(title=title, height=380, margin=dict(t=70 if title else 40, b=40, l=50, r=20))
+    return fig
+
+
+def accuracy_matrix_figure(table: pd.DataFrame, value: str = "first") -> go.Figure:
+    """Task (rows, by the best method's score) x method (columns) heatmap of ``value``."""
+    wide = table.pivot_table(index="task", columns="method", values=value, aggfunc="mean")
+    wide = wide[method_order(wide.columns)]
+    wide = wide.loc[wide.max(axis=1).sort_values(ascending=False).index]
+    z = wide.to_numpy(dtype=np.float64)
+    fig = go.Figure(
+        go.Heatmap(
+            z=z,
+            x=list(wide.columns),
+            y=list(wide.index),
+            zmin=0.0,
+            zmax=1.0,
+            colorscale="Blues",
+            text=[["" if not np.isfinite(v) else f"{v:.2f}" for v in row] for row in z],
+            texttemplate="%{text}",
+            xgap=1,
+            ygap=1,
+            colorbar=dict(title=dict(text=PANELS.get(value, value)), thickness=14),
+            hovertemplate=f"%{{y}}, %{{x}}<br>{PANELS.get(value, value)} %{{z:.3f}}<extra></extra>",
+        )
+    )
+    fig.update_layout(
+        yaxis=dict(autorange="reversed"),
+        xaxis=dict(side="top"),
+        height=max(320, min(1100, 120 + 24 * len(wide))),
+        margin=dict(t=60, b=20, l=60, r=20),
+    )
+    return fig

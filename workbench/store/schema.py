@@ -1,0 +1,166 @@
+"""The run-metadata schema: what every run's ``meta.json`` holds, checked on load.
+
+Version 1 (every method writes the same fields)::
+
+    schema        1
+    id, method    the run id, the registry name ("SITE", "TV", ...)
+    created       local time of the save, ISO 8601
+    model         {"model": name, "n_layers", "n_heads", "n_kv_heads", "d_head", "d_model"}
+    tasks         [task names]
+    task_sources  {task: {"path": file it was read from ("" if none), "sha256": content hash
+                  ("" only in runs upgraded from version 0 whose task could not be found)}}
+    split_sizes   {task: {"train": n, "valid": n, "test": n}}
+    config        the method's config (template, seed and its own settings)
+    template      the template's name and literal text (PromptTemplate.describe())
+    fit           {"seconds": fit time, ...the method's own record: layer, curves, trace}
+    metrics       {task: {"test_first_token_acc", "test_exact_match", "n_test", ...}}; {} if unscored
+    versions      {"workbench", "torch", "transformers", "transformer_lens", "python"}
+
+Runs saved before the schema had a version (version 0: no ``schema`` key, the fit record
+spread over the top level, metrics under other names, often no split sizes) are upgraded
+by :func:`upgrade`, which needs the task's data to recover split sizes and content hashes.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from numbers import Number
+from pathlib import Path
+
+from workbench.tasks.files import DATA_DIR
+from workbench.tasks.task import SPLITS, Task
+
+SCHEMA_VERSION = 1
+MODEL_FIELDS = ("n_layers", "n_heads", "n_kv_heads", "d_head", "d_model")
+TEST_METRICS = ("test_first_token_acc", "test_exact_match", "n_test")
+_CORE = ("id", "method", "created", "model", "tasks", "versions")
+_COMMON = (*_CORE, "schema", "task_sources", "split_sizes", "config", "template", "fit", "metrics")
+
+TaskLookup = Callable[[str], "Task | None"]
+
+
+class SchemaError(ValueError):
+    """A run's metadata does not follow the schema; the message names the run and the field."""
+
+
+def validate(meta: dict) -> dict:
+    """Raise :class:`SchemaError` unless ``meta`` follows schema version 1; returns it."""
+    where = f"Run {meta.get('id', '(no id)')!r}" if isinstance(meta, dict) else "Run"
+    if not isinstance(meta, dict):
+        raise SchemaError(f"{where}: meta.json is not a JSON object.")
+    if meta.get("schema") != SCHEMA_VERSION:
+        raise SchemaError(f"{where}: schema version {meta.get('schema')!r}, expected {SCHEMA_VERSION}.")
+    missing = [key for key in _COMMON if key not in meta]
+    if missing:
+        raise SchemaError(f"{where}: meta.json lacks {', '.join(missing)}.")
+
+    def need(ok: bool, what: str) -> None:
+        if not ok:
+            raise SchemaError(f"{where}: {what}.")
+
+    need(isinstance(meta["id"], str) and bool(meta["id"]), "'id' must be a non-empty string")
+    need(isinstance(meta["method"], str) and bool(meta["method"]), "'method' must be a non-empty string")
+    need(isinstance(meta["created"], str) and bool(re.match(r"\d{4}-\d\d-\d\dT", meta["created"])),
+         "'created' must be an ISO time")
+    model = meta["model"]
+    need(isinstance(model, dict) and isinstance(model.get("model"), str), "'model' must name the model")
+    for key in MODEL_FIELDS:
+        need(isinstance(model.get(key), int) and model[key] > 0, f"'model.{key}' must be a positive integer")
+    tasks = meta["tasks"]
+    need(isinstance(tasks, list) and tasks and all(isinstance(t, str) and t for t in tasks),
+         "'tasks' must be a non-empty list of names")
+    for task in tasks:
+        sizes = meta["split_sizes"].get(task) if isinstance(meta["split_sizes"], dict) else None
+        need(isinstance(sizes, dict) and all(isinstance(sizes.get(s), int) and sizes[s] >= 0 for s in SPLITS),
+             f"'split_sizes' lacks train / valid / test counts for task {task!r}")
+        source = meta["task_sources"].get(task) if isinstance(meta["task_sources"], dict) else None
+        need(isinstance(source, dict) and isinstance(source.get("path"), str)
+             and bool(re.fullmatch(r"([0-9a-f]{64})?", str(source.get("sha256", "-")))),
+             f"'task_sources' lacks the path and sha256 of task {task!r}")
+    config = meta["config"]
+    need(isinstance(config, dict) and "template" in config and "seed" in config,
+         "'config' must be an object with template and seed")
+    need(isinstance(meta["template"], str), "'template' must be a string")
+    need(isinstance(meta["fit"], dict) and isinstance(meta["fit"].get("seconds"), Number),
+         "'fit' must be an object with the fit's seconds")
+    metrics = meta["metrics"]
+    need(isinstance(metrics, dict), "'metrics' must be an object")
+    for task, scores in metrics.items():
+        need(task in tasks, f"'metrics' has task {task!r}, which the run was not fitted on")
+        need(isinstance(scores, dict) and all(k in scores for k in TEST_METRICS),
+             f"'metrics.{task}' lacks {', '.join(TEST_METRICS)}")
+        for key in TEST_METRICS[:2]:
+            need(isinstance(scores[key], Number) and 0 <= scores[key] <= 1, f"'metrics.{task}.{key}' must be in [0, 1]")
+        need(isinstance(scores["n_test"], int) and scores["n_test"] >= 1, f"'metrics.{task}.n_test' must be >= 1")
+    need(isinstance(meta["versions"], dict), "'versions' must be an object")
+    return meta
+
+
+def task_source(task: Task) -> dict:
+    """{"path", "sha256"} of a task, as ``task_sources`` records it (a built-in task's path
+    relative to the repository, so bundled runs name no machine's folders)."""
+    path = Path(task.path) if task.path else None
+    root = DATA_DIR.parents[1]
+    if path is not None and path.is_absolute() and path.is_relative_to(root):
+        path = path.relative_to(root)
+    return {"path": "" if path is None else str(path), "sha256": task.content_hash}
+
+
+def upgrade(meta: dict, lookup: TaskLookup) -> dict:
+    """A version-0 ``meta.json`` in schema version 1 (a new dict; version 1 is returned as is).
+
+    ``lookup(name)`` gives the task a run was fitted on (or None); split sizes and content
+    hashes are recovered from it. Raises :class:`SchemaError` when they cannot be."""
+    if meta.get("schema") == SCHEMA_VERSION:
+        return meta
+    if "schema" in meta:
+        raise SchemaError(f"Run {meta.get('id')!r}: unknown schema version {meta['schema']!r}.")
+    where = f"Run {meta.get('id', '(no id)')!r}"
+    missing = [key for key in _CORE if key not in meta]
+    if missing:
+        raise SchemaError(f"{where}: meta.json lacks {', '.join(missing)}.")
+    old = dict(meta)
+    new = {key: old.pop(key) for key in _CORE}
+    seed = int(old.get("config", {}).get("seed", 0))
+    sizes = old.pop("split_sizes", None) or {}
+    sources = {}
+    for name in new["tasks"]:
+        task = lookup(name)
+        if name not in sizes:
+            if task is None:
+                raise SchemaError(
+                    f"{where} predates run schema {SCHEMA_VERSION} and its task {name!r} cannot be found, so "
+                    "its split sizes cannot be recovered: fit it again."
+                )
+            sizes[name] = task.split_sizes(seed)
+        sources[name] = task_source(task) if task is not None else {"path": "", "sha256": ""}
+    metrics = old.pop("metrics", None) or {}
+    if metrics and not all(isinstance(v, dict) for v in metrics.values()):
+        metrics = {new["tasks"][0]: metrics}  # a flat score dict of a one-task run
+    new.update(
+        schema=SCHEMA_VERSION,
+        migrated_from=0,
+        task_sources=sources,
+        split_sizes=sizes,
+        config=old.pop("config", {}),
+        template=old.pop("template", ""),
+        metrics={task: _upgrade_scores(scores, sizes.get(task, {})) for task, scores in metrics.items()},
+    )
+    new["fit"] = {"seconds": float(old.pop("fit_seconds", 0.0)), **old}  # what is left is the method's record
+    return new
+
+
+def _upgrade_scores(scores: dict, sizes: dict) -> dict:
+    """Version-0 scores: the benchmark's "first" / "exact" columns (on the whole test split)
+    become the test metrics; its bookkeeping columns are dropped."""
+    scores = dict(scores)
+    if "test_first_token_acc" not in scores and "first" in scores:
+        scores["test_first_token_acc"] = scores.pop("first")
+    if "test_exact_match" not in scores and "exact" in scores:
+        scores["test_exact_match"] = scores.pop("exact")
+    if "n_test" not in scores:
+        scores["n_test"] = scores.pop("n", None) or sizes.get("test")
+    for key in ("task", "method", "note", "fit_s", "first", "exact", "n"):
+        scores.pop(key, None)
+    return scores
