@@ -5,10 +5,11 @@ import json
 import pytest
 import torch
 
-from workbench.heads import HeadAccess
+from workbench.interventions import Intervention, add_to_residual
+from workbench.model.heads import HeadAccess
 from workbench.regression import baselines, curves, families
 from workbench.regression.families import FamilyConfig, generator, sample_batch
-from workbench.regression.model import ModelConfig, RegressionTransformer, interleave
+from workbench.regression.model import LoadedRegressor, ModelConfig, RegressionTransformer, interleave
 from workbench.regression.training import (
     TrainConfig,
     family_at,
@@ -157,12 +158,13 @@ def test_per_head_projection_rebuilds_attention_output():
     assert not torch.allclose(per_head.sum(1), out_store["o"], atol=1e-3)
 
 
-def test_residual_hook_at_the_query_changes_only_the_prediction(tiny):
-    heads = HeadAccess(tiny)
+def test_residual_edit_at_the_query_changes_only_the_prediction(tiny):
+    model = LoadedRegressor(tiny)
     xs, ys = _batch()
     plain = tiny(xs, ys)
-    vector = torch.randn(TINY.d_model) * 10
-    added = tiny.run_with_hooks(xs, ys, fwd_hooks=heads.add_resid({0: vector}))  # pos -1: the query x_n
+    vector = torch.randn(1, TINY.d_model) * 10  # (n_layers = 1, d_model): after layer 0
+    edit = Intervention("add", (add_to_residual(vector, (0,)),))
+    added = tiny.run_with_hooks(xs, ys, fwd_hooks=edit.hooks(model))  # the last token: the query x_n
     assert torch.equal(added[:, :-1], plain[:, :-1])
     assert not torch.allclose(added[:, -1], plain[:, -1], atol=1e-3)
     assert torch.equal(tiny(xs, ys), plain)  # run_with_hooks removed its hooks

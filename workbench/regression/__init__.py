@@ -5,7 +5,7 @@ drawn fresh for every sequence. The modules are one concept each:
 families    seeded samplers of task families (linear, sparse linear, 2-layer ReLU net)
             and their options (noisy y, skewed covariance of x, orthogonal query)
 model       the GPT-style transformer on float tokens, with TransformerLens hook points
-            so :class:`workbench.heads.HeadAccess` reads it per head
+            so :class:`workbench.model.heads.HeadAccess` reads it per head
 baselines   least squares, Lasso, 3-nearest neighbours, averaging: a prediction per prefix
 training    AdamW with warmup and cosine decay, optional curriculum, atomic safetensors
             checkpoints, resume

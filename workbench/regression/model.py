@@ -12,23 +12,29 @@ sees the k examples before x_{k+1}. ``ys[:, -1]`` is the query's target and neve
 The loss is the squared error averaged over every prefix (all n x positions).
 
 The model is a TransformerLens ``HookedRootModule`` whose ``HookPoint`` names follow
-TransformerLens' convention, so ``workbench.heads.HeadAccess`` reads it like the language
+TransformerLens' convention, so ``workbench.model.heads.HeadAccess`` reads it like the language
 models: ``cfg.n_layers / n_heads / d_head / d_model``, ``W_O`` (L, H, d_head, d_model),
 ``b_O`` (L, d_model), ``blocks.{l}.attn.hook_z`` (B, T, H, d_head),
 ``blocks.{l}.hook_resid_post`` (B, T, d_model), and ``run_with_hooks(xs, ys, fwd_hooks=...)``.
-Position -1 is the query x_n, which is HeadAccess' default position.
+Position -1 is the query x_n, which is HeadAccess' default position and the token the
+intervention vocabulary's "last token" edits act on. :class:`LoadedRegressor` wraps a
+trained model the way ``workbench.model.loading.LoadedModel`` wraps a language model
+(``.heads``, ``.device``), so the method core's edits compile to hooks on it.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 from transformer_lens import HookedRootModule
 from transformer_lens.hook_points import HookPoint
+
+from workbench.model.heads import Hook, HeadAccess
 
 
 @dataclass
@@ -202,3 +208,29 @@ class RegressionTransformer(HookedRootModule):
     def b_O(self) -> torch.Tensor:
         """(n_layers, d_model): the output projection's bias."""
         return torch.stack([block.attn.b_O for block in self.blocks])
+
+
+# ----------------------------------------------------------------------------- as the method core sees it
+
+
+@dataclass(eq=False)
+class LoadedRegressor:
+    """A trained regression transformer, frozen, with per-head access: what
+    :meth:`workbench.interventions.Edit.hooks` and the methods need of a model."""
+
+    module: RegressionTransformer
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+    heads: HeadAccess = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.module.eval().requires_grad_(False)
+        self.module.to(self.device)
+        self.heads = HeadAccess(self.module)
+
+    @property
+    def cfg(self) -> ModelConfig:
+        return self.module.cfg
+
+    def predict(self, xs: torch.Tensor, ys: torch.Tensor, hooks: Sequence[Hook] = ()) -> torch.Tensor:
+        """Predictions (B, n) with ``hooks`` attached for this one forward pass."""
+        return self.module.run_with_hooks(xs.to(self.device), ys.to(self.device), fwd_hooks=list(hooks))
