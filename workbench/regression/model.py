@@ -34,7 +34,7 @@ from torch import nn
 from transformer_lens import HookedRootModule
 from transformer_lens.hook_points import HookPoint
 
-from workbench.model.heads import Hook, HeadAccess
+from workbench.model.heads import HeadAccess, Hook
 
 
 @dataclass
