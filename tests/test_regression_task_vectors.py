@@ -106,7 +106,7 @@ def test_shuffled_examples_keep_the_query_and_the_multiset():
     assert not torch.equal(shuffled, ys)
 
 
-def test_fits_run_and_are_consistent(model):
+def test_fits_run_and_are_consistent(model, tmp_path):
     family = FamilyConfig(n_dims=3, n_points=N_TRAIN)
     config = _settings()
     fits = tv.fit_all(model, family, config)
@@ -123,3 +123,14 @@ def test_fits_run_and_are_consistent(model):
     assert set(errors) == {tv.PLAIN, tv.TRUNCATED, "LTV", "FV", "TV"} and all(
         e.shape == (8,) for e in errors.values()
     )
+    tv.save_fits(tmp_path, fits)
+    loaded = tv.load_fits(tmp_path)
+    assert torch.equal(loaded.ltv.theta, fits.ltv.theta) and torch.equal(loaded.fv.effects, fits.fv.effects)
+    assert (loaded.fv.layers, loaded.fv.top_k, loaded.tv.layer) == (
+        fits.fv.layers,
+        fits.fv.top_k,
+        fits.tv.layer,
+    )
+    assert loaded.config == fits.config and loaded.ltv.trace.best_step == fits.ltv.trace.best_step
+    again = tv.query_errors(model, [_long()], loaded, N_TRAIN)
+    assert all(torch.equal(again[name], errors[name]) for name in errors)

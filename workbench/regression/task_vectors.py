@@ -35,14 +35,18 @@ References without a vector: ``plain`` (the model on the whole long prompt) and
 
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
 from typing import NamedTuple, Protocol
 
 import pandas as pd
 import torch
 import torch.nn.functional as F
+from safetensors.torch import load, save
 
+from workbench import atomic
 from workbench.interventions import Edit, Intervention, Where, add_to_residual
 from workbench.methods.ltv import layer_vectors
 from workbench.methods.selection import top_heads, top_k_mask
@@ -355,6 +359,54 @@ class Fits:
 
     def methods(self) -> list[FittedVector]:
         return [self.ltv, self.fv, self.tv]
+
+
+FITS_STEM = "task_vectors"  # <folder>/task_vectors.safetensors (theta, AIE) + .json (the rest)
+
+
+def save_fits(folder: str | Path, fits: Fits) -> None:
+    """theta and AIE as safetensors, the rest as JSON; each written atomically, JSON last."""
+    folder = Path(folder)
+    tensors = {"ltv.theta": fits.ltv.theta.contiguous(), "fv.effects": fits.fv.effects.contiguous()}
+    atomic.write_bytes(folder / f"{FITS_STEM}.safetensors", save(tensors))
+    record = {
+        "config": fits.config.as_dict(),
+        "seconds": fits.seconds,
+        "ltv": fits.ltv.trace.record(),
+        "fv": {
+            "top_k": fits.fv.top_k,
+            "layers": list(fits.fv.layers),
+            "heads": fits.fv.heads,
+            "sweep": fits.fv.sweep.assign(layers=fits.fv.sweep["layers"].map(list)).to_dict(orient="list"),
+        },
+        "tv": {"layer": fits.tv.layer, "sweep": fits.tv.sweep.to_dict(orient="list")},
+    }
+    atomic.write_text(folder / f"{FITS_STEM}.json", json.dumps(record, indent=1))
+
+
+def load_fits(folder: str | Path) -> Fits:
+    """The fits :func:`save_fits` wrote to ``folder``."""
+    folder = Path(folder)
+    tensors = load((folder / f"{FITS_STEM}.safetensors").read_bytes())
+    record = json.loads((folder / f"{FITS_STEM}.json").read_text())
+    config = record["config"]
+    config = TaskVectorConfig(**{**config, "fit_points": tuple(config["fit_points"])})
+    seconds = record["seconds"]
+    fv_sweep = pd.DataFrame(record["fv"]["sweep"])
+    fv_sweep["layers"] = fv_sweep["layers"].map(tuple)
+    return Fits(
+        config,
+        LtvFit(tensors["ltv.theta"], Trace.from_record(record["ltv"]), seconds["LTV"]),
+        FvFit(
+            tensors["fv.effects"],
+            record["fv"]["top_k"],
+            tuple(record["fv"]["layers"]),
+            fv_sweep,
+            seconds["FV"],
+        ),
+        TvFit(record["tv"]["layer"], pd.DataFrame(record["tv"]["sweep"]), seconds["TV"]),
+        seconds,
+    )
 
 
 def fit_all(model: LoadedRegressor, family: FamilyConfig, config: TaskVectorConfig, progress=None) -> Fits:
