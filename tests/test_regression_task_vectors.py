@@ -134,3 +134,30 @@ def test_fits_run_and_are_consistent(model, tmp_path):
     assert loaded.config == fits.config and loaded.ltv.trace.best_step == fits.ltv.trace.best_step
     again = tv.query_errors(model, [_long()], loaded, N_TRAIN)
     assert all(torch.equal(again[name], errors[name]) for name in errors)
+
+
+# ----------------------------------------------------------------------------- the benchmark grid
+
+
+def test_shift_table_and_curves(model):
+    from workbench.regression import benchmark
+
+    family = FamilyConfig(n_dims=3, n_points=N_TRAIN)
+    fits = tv.fit_all(model, family, _settings(steps=2))
+    config = benchmark.BenchConfig(n_train=N_TRAIN, beyond_points=9, n_sequences=40, batch_size=16)
+    table = benchmark.shift_table(model, fits, family, config)
+    assert set(table["shift"]) == set(benchmark.SHIFTS)
+    rows = {tv.PLAIN, tv.TRUNCATED, "LTV", "FV", "TV", *benchmark.BASELINES}
+    assert all(set(group["method"]) == rows for _, group in table.groupby("shift"))
+    k = table.groupby("shift")["k"].first()
+    assert (k["none"], k["beyond"], k["noisy_y"], k["orthogonal_query"]) == (N_TRAIN - 1, 8, 8, 2)
+    assert (table["n_sequences"] == 40).all() and (table["lo"] <= table["mean"]).all()
+    plain = table[table["method"] == tv.PLAIN]
+    assert (plain["vs_plain"] == 1).all()
+    beyond = table[table["shift"] == "beyond"].set_index("method")["mean"]
+    assert beyond["least_squares"] < 1e-6  # noise-free, k = 8 > d
+    noisy = table[table["shift"] == "noisy_y"].set_index("method")["mean"]
+    assert noisy["least_squares"] > 0.01
+    curves = benchmark.length_curves(model, fits, family, config, [2, 3, 9])
+    assert set(curves[curves["shift"] == "orthogonal_query"]["n_points"]) == {2, 3}
+    assert set(curves[curves["shift"] == "beyond"]["n_points"]) == {2, 3, 9}
