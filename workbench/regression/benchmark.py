@@ -18,7 +18,9 @@ y, x ~ N(0, I)), at lengths beyond training; each shift then changes the prompts
 
 The metric is the squared error / d of the query's prediction over N held-out prompts
 (mean and a normal 95% band, mean +- 1.96 std / sqrt(N)); ``vs_plain`` and
-``vs_least_squares`` divide a row's mean by those rows' means on the same prompts.
+``vs_least_squares`` divide a row's mean by those rows' means on the same prompts, and
+``minus_least_squares`` is the gap (noise-free least squares is exact once k >= d, error
+~1e-14, where only the gap means something).
 """
 
 from __future__ import annotations
@@ -35,6 +37,8 @@ from workbench.regression.task_vectors import PLAIN, Fits, query_errors
 
 Z_95 = 1.96
 LEAST_SQUARES = "least_squares"
+RELATIVE = ["vs_plain", "vs_least_squares", "minus_least_squares"]
+EXACT = 1e-6  # a least-squares error below this is exact up to rounding: ratios to it mean nothing
 
 
 @dataclass(frozen=True)
@@ -127,13 +131,14 @@ def summarise(errors: dict[str, torch.Tensor]) -> pd.DataFrame:
     means = frame.set_index("method")["mean"]
     frame["vs_plain"] = frame["mean"] / means[PLAIN]
     frame["vs_least_squares"] = frame["mean"] / means[LEAST_SQUARES]
+    frame["minus_least_squares"] = frame["mean"] - means[LEAST_SQUARES]
     return frame
 
 
 def shift_table(
     model: LoadedRegressor, fits: Fits | None, base: FamilyConfig, config: BenchConfig, shifts=None
 ) -> pd.DataFrame:
-    """family, shift, n_points, k, method, mean, lo, hi, n_sequences, vs_plain, vs_least_squares."""
+    """family, shift, n_points, k, method, mean, lo, hi, n_sequences, and :data:`RELATIVE`."""
     frames = []
     for shift in shifts or SHIFTS.values():
         n_points = shift_points(shift, config, base.n_dims)
@@ -141,7 +146,7 @@ def shift_table(
         frame = summarise(errors_at(model, fits, family, config))
         frames.append(frame.assign(family=base.family, shift=shift.name, n_points=n_points, k=n_points - 1))
     columns = ["family", "shift", "n_points", "k", "method", "mean", "lo", "hi", "n_sequences"]
-    return pd.concat(frames, ignore_index=True)[[*columns, "vs_plain", "vs_least_squares"]]
+    return pd.concat(frames, ignore_index=True)[[*columns, *RELATIVE]]
 
 
 # ----------------------------------------------------------------------------- against the length
@@ -168,4 +173,4 @@ def length_curves(
                 frame.assign(family=base.family, shift=shift.name, n_points=n_points, k=n_points - 1)
             )
     columns = ["family", "shift", "n_points", "k", "method", "mean", "lo", "hi", "n_sequences"]
-    return pd.concat(frames, ignore_index=True)[[*columns, "vs_plain", "vs_least_squares"]]
+    return pd.concat(frames, ignore_index=True)[[*columns, *RELATIVE]]
