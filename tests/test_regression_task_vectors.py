@@ -1,6 +1,7 @@
 """Task vectors on the regression transformer (workbench/regression/task_vectors.py): the
 source prompt, each method's edit, the fits on a tiny random model."""
 
+import pandas as pd
 import pytest
 import torch
 
@@ -161,3 +162,6 @@ def test_shift_table_and_curves(model):
     curves = benchmark.length_curves(model, fits, family, config, [2, 3, 9])
     assert set(curves[curves["shift"] == "orthogonal_query"]["n_points"]) == {2, 3}
     assert set(curves[curves["shift"] == "beyond"]["n_points"]) == {2, 3, 9}
+    # the longest curve point is the table's beyond row: the same prompts, baselines from prefixes
+    longest = curves[(curves["shift"] == "beyond") & (curves["n_points"] == 9)].set_index("method")["mean"]
+    pd.testing.assert_series_equal(longest, beyond.loc[longest.index], rtol=1e-5)

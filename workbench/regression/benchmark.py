@@ -106,15 +106,23 @@ def held_out(family: FamilyConfig, config: BenchConfig) -> list[Batch]:
 
 @torch.no_grad()
 def errors_at(
-    model: LoadedRegressor, fits: Fits | None, family: FamilyConfig, config: BenchConfig
+    model: LoadedRegressor,
+    fits: Fits | None,
+    batches: list[Batch],
+    n_train: int,
+    baselines: dict[str, torch.Tensor] | None = None,
 ) -> dict[str, torch.Tensor]:
-    """Squared error / d at the query, (N,) per row: the model's rows and every baseline."""
-    batches = held_out(family, config)
-    errors = query_errors(model, batches, fits, config.n_train)
-    for name, estimator in BASELINES.items():
-        errors[name] = torch.cat(
-            [(estimator(xs, ys)[:, -1] - ys[:, -1]).pow(2) / xs.shape[-1] for xs, ys in batches]
-        )
+    """Squared error / d at the query of ``batches``, (N,) per row: the model's rows and every
+    baseline. ``baselines``: their predictions (N,) at these queries, if already known."""
+    errors = query_errors(model, batches, fits, n_train)
+    ys = torch.cat([batch.ys[:, -1] for batch in batches])  # (N,)
+    d = batches[0].xs.shape[-1]
+    baselines = baselines or {
+        name: torch.cat([estimator(*batch)[:, -1] for batch in batches])
+        for name, estimator in BASELINES.items()
+    }
+    for name, predictions in baselines.items():
+        errors[name] = (predictions - ys).pow(2) / d
     return errors
 
 
@@ -143,8 +151,8 @@ def shift_table(
     for shift in shifts or SHIFTS.values():
         n_points = shift_points(shift, config, base.n_dims)
         family = shifted_family(base, shift, n_points, config.noise_std)
-        frame = summarise(errors_at(model, fits, family, config))
-        frames.append(frame.assign(family=base.family, shift=shift.name, n_points=n_points, k=n_points - 1))
+        errors = errors_at(model, fits, held_out(family, config), config.n_train)
+        frames.append(_at_length(errors, base, shift, n_points))
     columns = ["family", "shift", "n_points", "k", "method", "mean", "lo", "hi", "n_sequences"]
     return pd.concat(frames, ignore_index=True)[[*columns, *RELATIVE]]
 
@@ -160,17 +168,35 @@ def length_curves(
     lengths: list[int],
     shifts=None,
 ) -> pd.DataFrame:
-    """The same rows at every prompt length in ``lengths`` (points, query included), per shift;
-    orthogonal_query only where it is defined (points <= d)."""
+    """The same rows at every prompt length in ``lengths`` (points, query included), per shift.
+
+    The prompts of length n are the first n points of N prompts of the longest length, so the
+    baselines (whose prediction k reads only the first k examples) are solved once per shift.
+    orthogonal_query is measured where it is defined (points <= d), on prompts of each length
+    (its query is the last point, which a prefix does not keep)."""
     frames = []
     for shift in shifts or SHIFTS.values():
+        if shift.orthogonal_query:
+            for n_points in [n for n in lengths if n <= base.n_dims]:
+                batches = held_out(shifted_family(base, shift, n_points, config.noise_std), config)
+                frames.append(
+                    _at_length(errors_at(model, fits, batches, config.n_train), base, shift, n_points)
+                )
+            continue
+        longest = held_out(shifted_family(base, shift, max(lengths), config.noise_std), config)
+        every_prefix = {  # (N, n_max): prediction k of every baseline
+            name: torch.cat([estimator(*batch) for batch in longest]) for name, estimator in BASELINES.items()
+        }
         for n_points in lengths:
-            if shift.orthogonal_query and n_points > base.n_dims:
-                continue
-            family = shifted_family(base, shift, n_points, config.noise_std)
-            frame = summarise(errors_at(model, fits, family, config))
-            frames.append(
-                frame.assign(family=base.family, shift=shift.name, n_points=n_points, k=n_points - 1)
-            )
+            batches = [Batch(xs[:, :n_points], ys[:, :n_points]) for xs, ys in longest]
+            baselines = {name: predictions[:, n_points - 1] for name, predictions in every_prefix.items()}
+            errors = errors_at(model, fits, batches, config.n_train, baselines)
+            frames.append(_at_length(errors, base, shift, n_points))
     columns = ["family", "shift", "n_points", "k", "method", "mean", "lo", "hi", "n_sequences"]
     return pd.concat(frames, ignore_index=True)[[*columns, *RELATIVE]]
+
+
+def _at_length(
+    errors: dict[str, torch.Tensor], base: FamilyConfig, shift: Shift, n_points: int
+) -> pd.DataFrame:
+    return summarise(errors).assign(family=base.family, shift=shift.name, n_points=n_points, k=n_points - 1)
