@@ -8,6 +8,7 @@ import importlib.util
 import json
 from pathlib import Path
 
+import pandas as pd
 import pytest
 from app_pages import charts, figure_array, no_exception
 from streamlit.testing.v1 import AppTest
@@ -59,7 +60,8 @@ def test_scripts_write_what_the_page_reads(shipped):
     assert set(curves[curves["shift"] == "beyond"]["n_points"]) == {2, 5, 8}  # every 3rd, d, n_train, longest
     fits = bundled.fits("linear", models)
     assert fits.ltv.theta.shape == (2, 2) and fits.config.fit_points == (6, 8)
-    assert (results / "regression_task_vectors.md").read_text().startswith("## linear")
+    report = (results / "regression_task_vectors.md").read_text()
+    assert report.startswith("## linear") and "| LTV vs FV" in report
     json.loads((models / "linear" / "task_vectors.json").read_text())
 
 
@@ -123,3 +125,16 @@ def test_page_without_results_says_how_to_make_them(monkeypatch, tmp_path):
     at = AppTest.from_file(PAGE, default_timeout=60).run()
     no_exception(at)
     assert "train_regression.py" in at.info[0].value
+
+
+def test_per_family_runs_combine_into_the_files_the_page_reads(shipped, tmp_path):
+    models, results = shipped
+    bench = _script("bench_regression")
+    bench.main(["--models", str(models), "--out", str(tmp_path), "--family", "linear", "--reuse-fits",
+                "--sequences", "32", "--curve-step", "3"])  # fmt: skip
+    assert (tmp_path / "regression_task_vectors_linear.csv").exists()
+    assert not (tmp_path / "regression_task_vectors.csv").exists()
+    bench.main(["--out", str(tmp_path), "--combine"])
+    combined = bundled.task_vector_table(tmp_path)
+    pd.testing.assert_frame_equal(combined, bundled.task_vector_table(results))  # reused fits: same numbers
+    assert (tmp_path / "regression_task_vectors.md").read_text().count("## linear") == 1

@@ -148,13 +148,16 @@ def test_shift_table_and_curves(model):
     config = benchmark.BenchConfig(n_train=N_TRAIN, beyond_points=9, n_sequences=40, batch_size=16)
     table = benchmark.shift_table(model, fits, family, config)
     assert set(table["shift"]) == set(benchmark.SHIFTS)
-    rows = {tv.PLAIN, tv.TRUNCATED, "LTV", "FV", "TV", *benchmark.BASELINES}
+    pairs = {benchmark.paired("LTV", other) for other in benchmark.PAIRED_WITH_LTV}
+    rows = {tv.PLAIN, tv.TRUNCATED, "LTV", "FV", "TV", *benchmark.BASELINES, *pairs}
     assert all(set(group["method"]) == rows for _, group in table.groupby("shift"))
     k = table.groupby("shift")["k"].first()
     assert (k["none"], k["beyond"], k["noisy_y"], k["orthogonal_query"]) == (N_TRAIN - 1, 8, 8, 2)
     assert (table["n_sequences"] == 40).all() and (table["lo"] <= table["mean"]).all()
     plain = table[table["method"] == tv.PLAIN]
     assert (plain["vs_plain"] == 1).all()
+    by = table[table["shift"] == "skewed_x"].set_index("method")["mean"]
+    assert by["LTV - TV"] == pytest.approx(by["LTV"] - by["TV"], abs=1e-6)  # a mean of differences
     beyond = table[table["shift"] == "beyond"].set_index("method")["mean"]
     assert beyond["least_squares"] < 1e-6  # noise-free, k = 8 > d
     noisy = table[table["shift"] == "noisy_y"].set_index("method")["mean"]

@@ -17,10 +17,11 @@ y, x ~ N(0, I)), at lengths beyond training; each shift then changes the prompts
                        is measured at k = d - 1, inside the training length
 
 The metric is the squared error / d of the query's prediction over N held-out prompts
-(mean and a normal 95% band, mean +- 1.96 std / sqrt(N)); ``vs_plain`` and
+(mean and a normal 95% band, mean +- 1.96 std / sqrt(N)). ``vs_plain`` and
 ``vs_least_squares`` divide a row's mean by those rows' means on the same prompts, and
 ``minus_least_squares`` is the gap (noise-free least squares is exact once k >= d, error
-~1e-14, where only the gap means something).
+~1e-14, where only the gap means something). The rows "LTV - FV", "LTV - TV" and
+"LTV - truncated" hold per-prompt differences: their band says whether a gap is real.
 """
 
 from __future__ import annotations
@@ -33,11 +34,12 @@ import torch
 from workbench.regression.baselines import BASELINES
 from workbench.regression.families import Batch, FamilyConfig, generator, sample_batch
 from workbench.regression.model import LoadedRegressor
-from workbench.regression.task_vectors import PLAIN, Fits, query_errors
+from workbench.regression.task_vectors import PLAIN, TRUNCATED, Fits, query_errors
 
 Z_95 = 1.96
 LEAST_SQUARES = "least_squares"
 RELATIVE = ["vs_plain", "vs_least_squares", "minus_least_squares"]
+PAIRED_WITH_LTV = ("FV", "TV", TRUNCATED)
 EXACT = 1e-6  # a least-squares error below this is exact up to rounding: ratios to it mean nothing
 
 
@@ -123,7 +125,15 @@ def errors_at(
     }
     for name, predictions in baselines.items():
         errors[name] = (predictions - ys).pow(2) / d
+    if fits is not None:  # per-prompt differences: their band says whether LTV's lead is real
+        for other in PAIRED_WITH_LTV:
+            errors[paired("LTV", other)] = errors["LTV"] - errors[other]
     return errors
+
+
+def paired(method: str, other: str) -> str:
+    """The row of the per-prompt difference ``method`` - ``other`` (same prompts)."""
+    return f"{method} - {other}"
 
 
 def summarise(errors: dict[str, torch.Tensor]) -> pd.DataFrame:
