@@ -10,4 +10,9 @@ baselines   least squares, Lasso, 3-nearest neighbours, averaging: a prediction 
 training    AdamW with warmup and cosine decay, optional curriculum, atomic safetensors
             checkpoints, resume
 curves      squared error / d against the number of in-context examples, with 95% bands
+task_vectors  LTV, FV and TV on the trained model, in the LTV paper's setting: vectors
+            built from a training-length prompt of the same function edit a longer one
+benchmark   the shifts (beyond the training length, noisy y, skewed x, orthogonal query)
+            and every method and baseline measured under them
+bundled     the shipped models (results/regression) and benchmark tables (analyses/results)
 """
