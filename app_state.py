@@ -82,6 +82,12 @@ VIEWS = [  # the navigation's order; the home page shows a card for each
         "Do one task's heads serve another? The task x task transfer matrix, cell by cell.",
     ),
     View(
+        "pages/regression.py",
+        "Function regression",
+        ":material/show_chart:",
+        "A transformer trained to regress in context: do LTV, FV and TV carry the task past its training length?",
+    ),
+    View(
         "pages/fit.py",
         "Fit a method",
         ":material/model_training:",

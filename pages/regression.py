@@ -21,6 +21,8 @@ from workbench.regression.benchmark import SHIFTS
 from workbench.regression.curves import MODEL_NAME
 from workbench.regression.task_vectors import METHODS, PLAIN, TRUNCATED
 
+app_state.enter_page()
+
 ROWS = [PLAIN, TRUNCATED, *METHODS, *BASELINES]
 DEFAULT_ROWS = [PLAIN, *METHODS, "least_squares"]
 
@@ -46,8 +48,9 @@ app_state.seed_from_query("reg_shift", "beyond", valid=list(SHIFTS), param="shif
 family_col, shift_col = st.columns(2)
 family = family_col.selectbox("Family", available, key="reg_family")
 shift = shift_col.selectbox("Shift", list(SHIFTS), format_func=lambda s: SHIFTS[s].label, key="reg_shift")
-rows = st.multiselect("Methods and baselines", ROWS, default=DEFAULT_ROWS, key="reg_rows")
-app_state.share_in_url(family=family, shift=shift)
+app_state.seed_list_from_query("reg_rows", DEFAULT_ROWS, valid=ROWS, param="rows")
+rows = st.multiselect("Methods and baselines", ROWS, key="reg_rows")
+app_state.share_in_url(family=family, shift=shift, rows=",".join(rows) or None)
 meta = bundled.metrics(family)
 config = bundled.config(family)
 n_train = config["family"]["n_points"]

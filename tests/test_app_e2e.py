@@ -46,6 +46,7 @@ PAGES = {  # page -> (a direct link's query, its title)
     "compare": ("?task=antonym", "Compare methods"),
     "head_relevance": ("?task=antonym&layer=3&head=2", "Head relevance"),
     "transfer": ("?matrix=bundled", "Head transfer"),
+    "regression": ("?family=linear&shift=noisy_y", "Function regression"),
     "fit": ("?method=TV&task=antonym", "Fit a method"),
 }
 LOAD = 180_000  # ms: a fresh server imports torch and loads the embedded model

@@ -10,14 +10,12 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from app_pages import charts, figure_array, no_exception
-from streamlit.testing.v1 import AppTest
+from app_pages import charts, figure_array, no_exception, open_page
 
 from workbench.regression import bundled
 from workbench.regression import task_vectors as tv
 
 ROOT = Path(__file__).resolve().parent.parent
-PAGE = ROOT / "pages" / "regression.py"
 
 
 def _script(name):
@@ -83,12 +81,7 @@ def page(shipped, monkeypatch):
     monkeypatch.setattr(bundled, "MODELS", models)
     monkeypatch.setattr(bundled, "RESULTS", results)
 
-    def open_page(**query) -> AppTest:
-        at = AppTest.from_file(PAGE, default_timeout=120)
-        at.query_params.update(query)
-        return at.run()
-
-    return open_page
+    return lambda **query: open_page("regression", **query)
 
 
 def test_page_shows_the_curves_the_table_and_the_ltv_map(page, shipped):
@@ -122,7 +115,7 @@ def test_page_follows_the_url_and_the_shift_widget(page):
 
 def test_page_without_results_says_how_to_make_them(monkeypatch, tmp_path):
     monkeypatch.setattr(bundled, "MODELS", tmp_path)
-    at = AppTest.from_file(PAGE, default_timeout=60).run()
+    at = open_page("regression")
     no_exception(at)
     assert "train_regression.py" in at.info[0].value
 

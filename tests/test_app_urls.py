@@ -94,6 +94,7 @@ VIEWS = {  # page -> (its first query, the widget values picked there, in order)
         {"tr_tasks": ["uppercase", "antonym"], "tr_limit": 3, "tr_maps": ["SITE alpha", "FV top-k"],
          "tr_top_k": 2},
     ),
+    "regression": ({}, {"reg_shift": "noisy_y", "reg_rows": ["plain", "LTV", "least_squares"]}),
     "fit": ({}, {"fit_method": "TV", "fit_task": "uppercase"}),
 }
 
