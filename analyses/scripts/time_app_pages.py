@@ -25,6 +25,7 @@ PAGES = {  # page -> query of the view timed
     "compare": {"task": "antonym"},
     "head_relevance": {"task": "antonym"},
     "transfer": {"matrix": "bundled"},
+    "regression": {"family": "linear", "shift": "beyond"},
     "fit": {"method": "SITE", "task": "antonym"},
 }
 
