@@ -168,8 +168,10 @@ def test_killed_fits_and_saves_lose_no_run_and_leave_none_half_written(tmp_path,
     root = tmp_path / "runs"
     saved, inside = kill_at_random(root, KILLS, rng)
     result = check_store(root, saved, model)
-    print(f"\n{KILLS} kills, {result['lost'] + result['half_written']} runs lost or half-written, "
-          f"{result['unlisted']} unlisted ({inside} kills left a save unfinished); {result}")
+    print(
+        f"\n{KILLS} kills, {result['lost'] + result['half_written']} runs lost or half-written, "
+        f"{result['unlisted']} unlisted ({inside} kills left a save unfinished); {result}"
+    )
     assert result["saved"] > 0 and inside >= 5  # the kills did reach the saves
     assert result["lost"] == result["half_written"] == result["damaged_listed"] == result["unlisted"] == 0
     assert result["not_indexed_after_list"] == 0
@@ -179,7 +181,9 @@ def test_killed_saves_while_the_index_is_locked(tmp_path, model):
     """The index held by another process: saves keep their runs (not indexed), kills lose none."""
     rng = random.Random(SEED + 1)
     root = tmp_path / "runs"
-    RunStore(root).save(to_run(TaskVector.fit(model, load_task("antonym"), CONFIG), model, load_task("antonym")))
+    RunStore(root).save(
+        to_run(TaskVector.fit(model, load_task("antonym"), CONFIG), model, load_task("antonym"))
+    )
     lock = sqlite3.connect(root / "index.sqlite", isolation_level=None)
     lock.execute("BEGIN EXCLUSIVE")
     try:
@@ -191,7 +195,13 @@ def test_killed_saves_while_the_index_is_locked(tmp_path, model):
         lock.close()
     result = check_store(root, saved, model)
     assert result["not_indexed_at_kill"] >= len(saved)  # none of them could be indexed ...
-    assert result["lost"] == result["half_written"] == result["unlisted"] == result["not_indexed_after_list"] == 0
+    assert (
+        result["lost"]
+        == result["half_written"]
+        == result["unlisted"]
+        == result["not_indexed_after_list"]
+        == 0
+    )
 
 
 def test_concurrent_fits_all_land(tmp_path, model):
@@ -216,14 +226,36 @@ def test_killed_cli_fits(tmp_path, model):
     rng = random.Random(SEED + 2)
     root = tmp_path / "runs"
     env = {**os.environ, "WORKBENCH_CACHE": str(tmp_path / "cache")}
-    argv = [sys.executable, "-m", "workbench", "fit", "--method", "TV", "--model", "tiny-llama", "--task", "antonym",
-            "--prompts", "3", "--shots", "1", "--no-eval", "--store", str(root), "--no-progress", "--device", "cpu"]
+    argv = [
+        sys.executable,
+        "-m",
+        "workbench",
+        "fit",
+        "--method",
+        "TV",
+        "--model",
+        "tiny-llama",
+        "--task",
+        "antonym",
+        "--prompts",
+        "3",
+        "--shots",
+        "1",
+        "--no-eval",
+        "--store",
+        str(root),
+        "--no-progress",
+        "--device",
+        "cpu",
+    ]
     start = time.monotonic()
     subprocess.run(argv, cwd=ROOT, env=env, check=True, capture_output=True, timeout=300)
     whole = time.monotonic() - start
     saved = [p.name for p in root.iterdir() if p.is_dir() and not atomic.is_temporary(p)]
     for _ in range(4):
-        proc = subprocess.Popen(argv, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+        proc = subprocess.Popen(
+            argv, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True
+        )
         time.sleep(rng.uniform(0.6, 1.1) * whole)  # around the end of the fit, where the save is
         proc.kill()
         out, _ = proc.communicate()
