@@ -131,3 +131,15 @@ def test_per_family_runs_combine_into_the_files_the_page_reads(shipped, tmp_path
     combined = bundled.task_vector_table(tmp_path)
     pd.testing.assert_frame_equal(combined, bundled.task_vector_table(results))  # reused fits: same numbers
     assert (tmp_path / "regression_task_vectors.md").read_text().count("## linear") == 1
+
+
+def test_task_vector_curves_open_on_a_log_scale_when_a_row_spans_orders_of_magnitude():
+    """The bundled ReLU-net results: least squares peaks near k = d (about 1e3 x the rest),
+    which flattens every other row on a linear axis, so the chart opens on a log scale."""
+    at = open_page("regression", family="relu_net", shift="beyond")
+    no_exception(at)
+    assert at.toggle(key="reg_log_tv").value is True
+    assert charts(at)[1]["layout"]["yaxis"]["type"] == "log"
+    narrow = open_page("regression", family="relu_net", shift="beyond", rows="plain,LTV")  # within 10x
+    no_exception(narrow)
+    assert narrow.toggle(key="reg_log_tv").value is False
