@@ -1,24 +1,11 @@
 """Task Vector Workbench: the Streamlit app (`make app`, i.e. `streamlit run app.py`).
 
-This entry script declares the pages and the sidebar's model picker, which every page
-shares and which is kept in the URL (``?model=...``) with each page's own settings, so a
-view is a shareable link. Pages live in ``pages/``; each is thin: widgets -> ``workbench``
--> figures from ``analyses/``. Shared Streamlit helpers are in ``app_state.py``.
+The pages (``app_state.VIEWS``, home first) share the sidebar's model picker, which is kept
+in the URL (``?model=...``) with each page's own settings, so a view is a shareable link.
+Pages live in ``pages/``; each is thin: widgets -> ``workbench`` -> figures from
+``analyses/``. Shared Streamlit helpers, the page list included, are in ``app_state.py``.
 """
-
-import streamlit as st
 
 import app_state
 
-st.set_page_config(page_title="Task Vector Workbench", page_icon=":material/hub:", layout="wide")
-
-page = st.navigation(
-    [
-        st.Page("pages/evaluate.py", title="Evaluate", icon=":material/fact_check:", default=True),
-        st.Page("pages/compare.py", title="Compare methods", icon=":material/leaderboard:"),
-        st.Page("pages/head_relevance.py", title="Head relevance", icon=":material/grid_on:"),
-        st.Page("pages/transfer.py", title="Head transfer", icon=":material/swap_horiz:"),
-    ]
-)
-app_state.model_picker()
-page.run()
+app_state.run_app()

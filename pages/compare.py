@@ -11,32 +11,37 @@ from __future__ import annotations
 import streamlit as st
 
 import app_state
-from analyses.figures.comparison import PANELS, accuracy_matrix_figure, comparison_figure
+from analyses.figures.comparison import accuracy_matrix_figure, comparison_figure, memory_figure
 from workbench.experiments.comparison import (
     MEAN,
+    MEMORY,
     benchmark_files,
     compare_methods,
     from_summary,
-    read_benchmark,
     task_view,
 )
-from workbench.experiments.fitting import fit_score_save
 from workbench.methods import METHODS
-from workbench.store.runs import RunError
-from workbench.tasks.files import TaskFileError, catalog
+from workbench.tasks.files import TaskFileError
 from workbench.tasks.prompts import DEFAULT_TEMPLATE, TEMPLATES, get_template
 
 SAVED, COMPUTED = "Saved benchmark", "Compute here"
 RESULTS_KEY = "compare_results"
+METRIC_COLUMNS = app_state.benchmark_metric_columns()  # benchmark column -> label, from workbench.scoring
 COLUMNS = {
     "method": st.column_config.TextColumn("method"),
-    "first": st.column_config.NumberColumn("first-token acc", format="%.2f"),
-    "exact": st.column_config.NumberColumn("exact match", format="%.2f"),
+    **{column: st.column_config.NumberColumn(label, format="%.2f") for column, label in METRIC_COLUMNS.items()},
     "tokens": st.column_config.NumberColumn("prompt tokens / query", format="%.1f"),
     "s_per_query": st.column_config.NumberColumn("s / query", format="%.4f"),
     "fit_s": st.column_config.NumberColumn("fit (s)", format="%.1f"),
+    "fit_peak_mib": st.column_config.NumberColumn(
+        "fit peak (MiB)", format="%.0f", help="Peak memory of the fit, above what was in use before it."
+    ),
+    "eval_peak_mib": st.column_config.NumberColumn(
+        "eval peak (MiB)", format="%.0f", help="Peak memory while evaluating the test queries."
+    ),
 }
 
+app_state.enter_page()
 st.title("Compare methods")
 st.caption(
     "Every method on the same held-out queries: zero-shot, k-shot in-context learning, and the "
@@ -57,9 +62,12 @@ def show(table, task: str, template: str, stem: str) -> None:
     st.plotly_chart(fig, key=f"cmp_bars_{stem}")
     columns = [c for c in COLUMNS if c in view.columns]
     st.dataframe(view[columns], hide_index=True, column_config=COLUMNS)
-    app_state.export_buttons(
-        f"{stem}_{task}".replace(" ", "_").replace("/", "_"), figure=fig, tables={"comparison": view}
-    )
+    app_state.export_buttons(f"{stem}_{task}", figure=fig, tables={"comparison": view})
+    if any(c in view.columns and view[c].notna().any() for c in MEMORY):
+        st.markdown("**Peak memory** of each method's fit and evaluation")
+        memory = memory_figure(view)
+        st.plotly_chart(memory, key=f"cmp_memory_{stem}")
+        app_state.export_buttons(f"{stem}_{task}_memory", figure=memory)
 
 
 # ----------------------------------------------------------------------------- saved benchmark
@@ -67,20 +75,23 @@ def show(table, task: str, template: str, stem: str) -> None:
 if source == SAVED:
     if not saved:
         st.info(
-            f"No saved benchmark for {model.name}. Run `python analyses/bench_methods.py --model "
-            f"{model.name}`, or compute one task here.",
+            f"No saved benchmark for {app_state.text(model.name)}. Run `python analyses/scripts/bench_methods.py "
+            "--model <model>`, or compute one task here.",
             icon=":material/info:",
         )
         st.stop()
-    template = st.selectbox("Template of the benchmark", list(saved), key="cmp_template")
+    template_col, task_col = st.columns([1, 3])
+    app_state.seed_from_query("cmp_template", next(iter(saved)), valid=saved, param="template")
+    template = template_col.selectbox("Template of the benchmark", list(saved), key="cmp_template")
+    app_state.share_in_url(template=template)
     try:
-        table = read_benchmark(saved[template])
+        table = app_state.benchmark_table(saved[template])
     except (OSError, ValueError) as err:
-        st.error(str(err), icon=":material/error:")
+        st.error(app_state.text(err), icon=":material/error:")
         st.stop()
     tasks = [MEAN, *sorted(table["task"].unique())]
     app_state.seed_from_query("cmp_task", MEAN, valid=tasks, param="task")
-    task = st.selectbox("Task", tasks, key="cmp_task")
+    task = task_col.selectbox("Task", tasks, key="cmp_task")
     app_state.share_in_url(task=task)
     st.caption(
         f"`{saved[template].relative_to(saved[template].parents[2])}`: {table['task'].nunique()} tasks, "
@@ -89,13 +100,15 @@ if source == SAVED:
     )
     show(table, task, template, f"methods_{model.name}_{template}")
     with st.expander("All tasks at once", expanded=task == MEAN):
+        app_state.seed_from_query("cmp_value", next(iter(METRIC_COLUMNS)), valid=METRIC_COLUMNS, param="value")
         value = st.radio(
-            "Value", ["first", "exact"], format_func=PANELS.get, horizontal=True, key="cmp_value"
+            "Value", list(METRIC_COLUMNS), format_func=METRIC_COLUMNS.get, horizontal=True, key="cmp_value"
         )
+        app_state.share_in_url(value=value)
         matrix = accuracy_matrix_figure(table, value)
         st.plotly_chart(matrix, key="cmp_matrix")
         app_state.export_buttons(
-            f"methods_matrix_{model.name}_{template}_{value}".replace("/", "_"),
+            f"methods_matrix_{model.name}_{template}_{value}",
             figure=matrix,
             tables={"benchmark": table},
         )
@@ -103,69 +116,50 @@ if source == SAVED:
 
 # ----------------------------------------------------------------------------- computed here
 
-builtin = catalog()
-app_state.seed_from_query(
-    "cmp_task_here", "antonym" if "antonym" in builtin else next(iter(builtin)), valid=builtin, param="task"
-)
+app_state.seed_from_query("cmp_template_here", DEFAULT_TEMPLATE, valid=TEMPLATES, param="template")
+app_state.seed_from_query("cmp_shots", 10, int, valid=range(1, 101), param="shots")
+app_state.seed_from_query("cmp_limit", 40, int, valid=range(1, 100_001), param="limit")
 task_col, template_col, shots_col, limit_col = st.columns([4, 2, 1, 1], vertical_alignment="bottom")
-task_name = task_col.selectbox("Task", list(builtin), key="cmp_task_here")
-template = template_col.selectbox(
-    "Template", list(TEMPLATES), index=list(TEMPLATES).index(DEFAULT_TEMPLATE), key="cmp_template_here"
-)
-shots = shots_col.number_input("ICL shots", 1, 100, 10, key="cmp_shots")
-limit = limit_col.number_input("Test queries", 1, 100_000, 40, key="cmp_limit")
-app_state.share_in_url(task=task_name)
+with task_col:
+    task_name = app_state.task_picker("cmp_task_here")
+template = template_col.selectbox("Template", list(TEMPLATES), key="cmp_template_here")
+shots = shots_col.number_input("ICL shots", 1, 100, key="cmp_shots")
+limit = limit_col.number_input("Test queries", 1, 100_000, key="cmp_limit")
+app_state.share_in_url(template=template, shots=shots, limit=limit)
+if task_name is None:
+    st.stop()
 try:
     task = app_state.get_task(task_name)
 except TaskFileError as err:
-    st.error(str(err), icon=":material/error:")
+    st.error(app_state.text(err), icon=":material/error:")
     st.stop()
 
 fits, rows, problems = app_state.task_fits(task_name, model, METHODS)
 for problem in problems:
-    st.warning(f"Skipped a run that does not load: {problem}", icon=":material/warning:")
+    st.warning(app_state.text(f"Skipped a run that does not load: {problem}"), icon=":material/warning:")
 other_template = [m for m, fit in fits.items() if fit.config.template != template]
 fits = {m: fit for m, fit in fits.items() if m not in other_template}
 missing = [m for m in METHODS if m not in fits]
 st.caption(
     "Stored fits: "
-    + (", ".join(f"{m} `{rows[m]['id']}` ({rows[m]['store']})" for m in fits) or "none")
+    + (", ".join(f"{m} {app_state.text(rows[m]['id'])} ({rows[m]['store']})" for m in fits) or "none")
     + (f"; fitted with another template: {', '.join(other_template)}" if other_template else "")
     + "."
 )
 
 if missing:
     st.info(
-        f"No {template} fit of {', '.join(missing)} for {task_name} on {model.name}.", icon=":material/info:"
+        f"No {template} fit of {', '.join(missing)} for {app_state.text(task_name)} on "
+        f"{app_state.text(model.name)}.",
+        icon=":material/info:",
     )
     if st.button(
-        f"Fit {', '.join(missing)} now (default settings, saved to your run store)",
+        f"Fit {', '.join(missing)} now (default settings, in the background, saved to your run store)",
         icon=":material/model_training:",
     ):
-        with st.status(f"Fitting {', '.join(missing)} on {task_name} ...", expanded=True) as status:
-            bar = st.progress(0.0)
-            for name in missing:
-
-                def progress(stage: str, done: int, total: int, record: dict, name=name) -> None:
-                    bar.progress(min(1.0, done / max(total, 1)), text=f"{name} {stage} {done} / {total}")
-
-                try:
-                    _, run_id, _ = fit_score_save(
-                        model,
-                        task,
-                        name,
-                        METHODS[name].Config(template=template),
-                        app_state.run_store("user"),
-                        score=False,
-                        progress=progress,
-                    )
-                except (ValueError, RunError, OSError) as err:
-                    status.update(label=f"Fitting {name} failed", state="error")
-                    st.error(str(err), icon=":material/error:")
-                    st.stop()
-                st.write(f"{name}: run `{run_id}`")
-            status.update(label="Fitted; comparing ...", state="complete", expanded=False)
-        st.rerun()
+        for name in missing:
+            app_state.start_fit(name, [task_name], METHODS[name].Config(template=template), model.name, 0)
+    app_state.fit_jobs_panel(model.name, methods=set(missing))
 
 settings = {
     "model": model.name,

@@ -14,7 +14,8 @@ import app_state
 from analyses.figures.evaluation import accuracy_bar_chart
 from workbench.experiments.evaluation import majority_baseline, side_by_side
 from workbench.experiments.grid import check_grid, evaluate_grid, summarize_grid
-from workbench.tasks.files import TaskFileError, catalog
+from workbench.scoring import METRICS
+from workbench.tasks.files import TaskFileError
 from workbench.tasks.prompts import DEFAULT_TEMPLATE, TEMPLATES, build_prompts, get_template
 
 SPLITS = ("train", "valid", "test")
@@ -22,6 +23,7 @@ CUSTOM = "custom"
 CUSTOM_EXAMPLE = r"Input: {x}\nOutput:"
 RESULTS_KEY = "evaluate_results"
 
+app_state.enter_page()
 st.title("Evaluate")
 st.caption(
     "Does the model do the task from examples alone? Zero-shot prompts against k-shot "
@@ -31,8 +33,6 @@ model = app_state.current_model()
 
 # ----------------------------------------------------------------------------- settings
 
-tasks = catalog()
-app_state.seed_from_query("task", "antonym" if "antonym" in tasks else next(iter(tasks), ""), valid=tasks)
 if "template" not in st.session_state:
     requested = st.query_params.get("template") or DEFAULT_TEMPLATE
     st.session_state.template = requested if requested in TEMPLATES else CUSTOM
@@ -45,20 +45,7 @@ app_state.seed_from_query("seed", 0, int, valid=range(0, 2**31))
 
 task_col, template_col, numbers_col = st.columns([5, 4, 3], gap="large")
 with task_col:
-    source = st.radio("Task", ["Built-in", "Upload a file"], horizontal=True, key="task_source")
-    if source == "Built-in":
-        task_name = st.selectbox("Built-in task", list(tasks), key="task")
-        info = tasks.get(task_name, {})
-        st.caption(f"{info.get('description', '')} ({info.get('category', '')}, "
-                   f"{'case-sensitive' if info.get('case_sensitive') else 'case-insensitive'})")
-        upload = None
-    else:
-        upload = st.file_uploader(
-            "Task file: JSON list of {\"input\", \"output\"} records, or CSV with input,output columns",
-            type=["json", "csv"],
-            max_upload_size=app_state.UPLOAD_LIMIT_MB,
-            key="task_file",
-        )
+    task_name = app_state.task_picker("task")
 with template_col:
     template_choice = st.selectbox("Prompt template", [*TEMPLATES, CUSTOM], key="template")
     if template_choice == CUSTOM:
@@ -79,7 +66,6 @@ with numbers_col:
     seed = right.number_input("Seed", min_value=0, max_value=2**31 - 1, key="seed")
 
 app_state.share_in_url(
-    task=task_name if source == "Built-in" else None,
     template=template_spec,
     shots=shots,
     split=split,
@@ -89,26 +75,22 @@ app_state.share_in_url(
 
 # ----------------------------------------------------------------------------- task and prompts
 
+if task_name is None:
+    st.stop()
 try:
-    if source == "Built-in":
-        task = app_state.get_task(task_name)
-    elif upload is None:
-        st.info("Upload a JSON or CSV task file to evaluate it.")
-        st.stop()
-    else:
-        task = app_state.task_from_upload(upload.name, upload.getvalue())
+    task = app_state.get_task(task_name)
     if not template_spec.strip():
         raise ValueError("Type a custom query format containing {x}, e.g. " + CUSTOM_EXAMPLE)
     template = get_template(template_spec)
     splits = task.split(seed)
     check_grid([task], [0, shots], split=split, seed=seed)
 except (TaskFileError, ValueError) as err:
-    st.error(str(err), icon=":material/error:")
+    st.error(app_state.text(err), icon=":material/error:")
     st.stop()
 
 data_col, prompt_col = st.columns([5, 7], gap="large")
 with data_col:
-    st.subheader(f"Task: {task.name}")
+    st.subheader(f"Task: {app_state.text(task.name)}")
     sizes = st.columns(4)
     for column, name in zip(sizes, SPLITS):
         column.metric(name, len(splits[name]))
@@ -161,7 +143,7 @@ if st.button("Run evaluation", type="primary", icon=":material/play_arrow:"):
             )
         except ValueError as err:
             status.update(label="Evaluation failed", state="error")
-            st.error(str(err), icon=":material/error:")
+            st.error(app_state.text(err), icon=":material/error:")
             st.stop()
         done = f"Evaluated {task.name}: {len(results)} queries"
         status.update(label=done, state="complete", expanded=False)
@@ -187,13 +169,9 @@ st.dataframe(
     summary,
     hide_index=True,
     width="content",
-    column_order=[
-        "method", "n", "first_token_acc", "exact_match", "majority_baseline", "prompt_tokens",
-        "seconds_per_query",
-    ],
+    column_order=["method", "n", *METRICS, "majority_baseline", "prompt_tokens", "seconds_per_query"],
     column_config={
-        "first_token_acc": st.column_config.NumberColumn("first-token accuracy", format="percent"),
-        "exact_match": st.column_config.NumberColumn("exact match", format="percent"),
+        **{name: st.column_config.NumberColumn(label, format="percent") for name, label in METRICS.items()},
         "majority_baseline": st.column_config.NumberColumn(
             "majority baseline", format="percent", help=f"Exact match on the whole {used['split']} split."
         ),
@@ -206,7 +184,7 @@ fig = accuracy_bar_chart(summary)
 st.plotly_chart(fig, key="accuracy_chart")
 queries = side_by_side(stored["results"])
 app_state.export_buttons(
-    f"evaluate_{used['task']}_{used['model']}_{used['shots']}shot".replace("/", "_"),
+    f"evaluate_{used['task']}_{used['model']}_{used['shots']}shot",
     figure=fig,
     tables={"Per-query table": queries, "All results with prompts": stored["results"]},
 )

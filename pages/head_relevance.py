@@ -9,7 +9,6 @@ a task without a run can be fitted here (saved to the user's store). Widgets ->
 
 from __future__ import annotations
 
-import math
 
 import streamlit as st
 
@@ -22,19 +21,16 @@ from analyses.figures.head_maps import (
     head_maps_figure,
     layer_profile_figure,
 )
-from workbench.experiments.fitting import fit_score_save
 from workbench.experiments.head_maps import alpha_summary, compare_maps, head_across_tasks, maps_table
-from workbench.methods import METHODS, head_map_methods
-from workbench.methods.site import SiteConfig
+from workbench.methods import METHODS, MethodConfig, head_map_methods
+from workbench.scoring import METRICS
 from workbench.store.runs import RunError
-from workbench.tasks.files import TaskFileError, catalog
-from workbench.tasks.prompts import TEMPLATES
+from workbench.tasks.files import TaskFileError
 
-DEFAULTS = SiteConfig()
 MAP_METHODS = head_map_methods()
 EVAL_LIMIT = 100  # test queries scored after a fit (0: none)
-FITTED_KEY = "hr_just_fitted"
 
+app_state.enter_page()
 st.title("Head relevance")
 st.caption(
     "SITE learns one soft selection weight alpha[l, h] in [0, 1] per attention head: how much "
@@ -48,121 +44,63 @@ shape = model.heads.shape
 
 runs = app_state.fitted_runs("SITE", model.name)
 fitted = dict(zip(runs["task"], runs.index))
-builtin = catalog()
-options = sorted({*builtin, *fitted})
-default_task = runs["task"].iloc[0] if len(runs) else ("antonym" if "antonym" in options else options[0])
-app_state.seed_from_query("hr_task", default_task, valid=options, param="task")
-
+default_task = runs["task"].iloc[0] if len(runs) else None
 
 task_col, info_col = st.columns([4, 8], gap="large")
-# Plain names: Streamlit keeps showing a keyed selectbox's old label for the current value when
-# its labels change, so the fitted state goes in the caption instead of the option labels.
-task_name = task_col.selectbox("Task", options, key="hr_task")
-task_col.caption(
-    f"SITE runs for {model.name}: {len(fitted)} of {len(options)} tasks"
-    + (f" ({', '.join(fitted)})." if 0 < len(fitted) <= 12 else ".")
-)
-app_state.share_in_url(task=task_name)
-if st.session_state.pop(FITTED_KEY, None) == task_name:
-    st.toast(f"SITE fitted on {task_name} and saved to your run store.", icon=":material/check_circle:")
+with task_col:
+    # Plain names: Streamlit keeps showing a keyed selectbox's old label for the current value when
+    # its labels change, so the fitted state goes in the caption instead of the option labels.
+    task_name = app_state.task_picker("hr_task", names=fitted, default=default_task)
+    st.caption(
+        f"SITE runs for {app_state.text(model.name)}: {len(fitted)} tasks"
+        + (f" ({app_state.text(', '.join(fitted))})." if 0 < len(fitted) <= 12 else ".")
+    )
+if task_name is None:
+    st.stop()
 
 
-def fit_settings(expanded: bool) -> tuple[SiteConfig, int]:
-    """The fit's hyperparameters (defaults: ``SiteConfig``) and how many test queries to score."""
+def fit_settings(expanded: bool) -> tuple[MethodConfig, int]:
+    """SITE's settings (defaults: its config) and how many test queries to score after."""
     with st.expander("Fit settings", expanded=expanded):
-        cols = st.columns(4)
-        steps = cols[0].number_input("Steps", 1, 5000, DEFAULTS.steps, key="fit_steps")
-        n_prompts = cols[1].number_input(
-            "Prompts M (embedding)", 1, 1000, DEFAULTS.n_prompts, key="fit_prompts"
-        )
-        shots = cols[2].number_input("Shots k (embedding)", 0, 100, DEFAULTS.shots, key="fit_shots")
-        batch = cols[3].number_input("Batch size", 1, 512, DEFAULTS.batch_size, key="fit_batch")
-        lr = cols[0].number_input("Learning rate", 0.001, 10.0, DEFAULTS.lr, format="%.3f", key="fit_lr")
-        every = cols[1].number_input("Valid check every", 1, 1000, DEFAULTS.eval_every, key="fit_eval_every")
-        template = cols[2].selectbox(
-            "Template",
-            list(TEMPLATES),
-            index=list(TEMPLATES).index(DEFAULTS.template) if DEFAULTS.template in TEMPLATES else 0,
-            key="fit_template",
-        )
-        eval_limit = cols[3].number_input(
-            "Test queries scored after",
-            0,
-            100_000,
-            EVAL_LIMIT,
-            key="fit_eval_limit",
+        config = app_state.config_form("SITE", key="hr_fit")
+        eval_limit = st.number_input(
+            "Test queries scored after the fit", 0, 100_000, EVAL_LIMIT, key="hr_fit_eval_limit",
             help="0: skip the evaluation (the run then has no accuracy).",
         )
-    config = SiteConfig(
-        template=template,
-        shots=int(shots),
-        n_prompts=int(n_prompts),
-        steps=int(steps),
-        lr=float(lr),
-        batch_size=int(batch),
-        eval_every=int(every),
-    )
     return config, int(eval_limit)
 
 
-def fit_now(name: str, config: SiteConfig, eval_limit: int) -> None:
-    """Fit SITE on one built-in task, score it, save it to the user's store, rerun."""
+def fit_now(name: str, config: MethodConfig, eval_limit: int) -> None:
+    """Queue a SITE fit of one task (built-in or uploaded); it runs in the background and its
+    run lands in the user's store, where this page finds it."""
     try:
-        task = app_state.get_task(name)
-    except TaskFileError as err:
-        st.error(str(err), icon=":material/error:")
+        job = app_state.start_fit("SITE", [name], config, model.name, eval_limit)
+    except (TaskFileError, ValueError) as err:
+        st.error(app_state.text(err), icon=":material/error:")
         return
-    with st.status(f"Fitting SITE on {name} ({model.name}) ...", expanded=True) as status:
-        st.write(
-            f"Task embedding: mean head outputs over {config.n_prompts} {config.shots}-shot prompts, "
-            f"then {config.steps} Adam steps on alpha."
+    st.toast(f"Queued: {app_state.text(job.request.label)}", icon=":material/schedule:")
+
+
+fit = None
+if task_name in fitted:
+    run = runs.loc[fitted[task_name]]
+    try:
+        fit = app_state.stored_fit(run["store"], run["id"], model)
+    except RunError as err:
+        st.warning(
+            app_state.text(f"Skipped the newest SITE run of {task_name}, {run['id']} ({run['store']} store): {err}"),
+            icon=":material/warning:",
         )
-        bar = st.progress(0.0, text="building the task embedding and caching the queries")
-
-        def progress(stage: str, step: int, total: int, record: dict) -> None:
-            valid = record["valid_loss"]
-            note = "" if math.isnan(valid) else f", valid loss {valid:.3f}"
-            bar.progress(
-                step / total, text=f"step {step} / {total}: train loss {record['train_loss']:.3f}{note}"
-            )
-
-        try:
-            if eval_limit:
-                st.write(f"Then {eval_limit} test queries are scored with the fitted injection.")
-            fit, run_id, _ = fit_score_save(
-                model,
-                task,
-                "SITE",
-                config,
-                app_state.run_store("user"),
-                eval_limit=eval_limit or None,
-                score=bool(eval_limit),
-                progress=progress,
-            )
-        except (ValueError, RunError, OSError) as err:
-            status.update(label=f"Fitting {name} failed", state="error")
-            st.error(str(err), icon=":material/error:")
-            return
-        status.update(label=f"Fitted {name}: run {run_id}", state="complete", expanded=False)
-    st.session_state[FITTED_KEY] = name
-    st.rerun()
-
-
-if task_name not in fitted:
+if fit is None:
     info_col.info(
-        f"No SITE run for **{task_name}** on {model.name} yet. Fit one now (saved to your run store).",
+        f"No usable SITE run for **{app_state.text(task_name)}** on {app_state.text(model.name)} yet. "
+        "Fit one now (saved to your run store).",
         icon=":material/info:",
     )
     config, eval_limit = fit_settings(expanded=True)
     if st.button("Fit SITE now", type="primary", icon=":material/model_training:"):
         fit_now(task_name, config, eval_limit)
-    st.stop()
-
-run = runs.loc[fitted[task_name]]
-try:
-    fit = app_state.stored_fit(run["store"], run["id"], model)
-except RunError as err:
-    st.error(str(err), icon=":material/error:")
+    app_state.fit_jobs_panel(model.name, methods={"SITE"})
     st.stop()
 
 with info_col:
@@ -175,21 +113,19 @@ with info_col:
 
 summary = alpha_summary(fit.alpha)
 metrics = run["metrics"] or {}
-cols = st.columns(6)
-for col, key, label in (
-    (cols[0], "test_first_token_acc", "first token"),
-    (cols[1], "test_exact_match", "exact match"),
-):
-    value = metrics.get(key)
+cols = st.columns(len(METRICS) + 4)
+for col, (name, label) in zip(cols, METRICS.items()):
+    value = metrics.get(f"test_{name}")
     col.metric(
         label,
         "n/a" if value is None else f"{value:.0%}",
-        help=f"Accuracy on {metrics.get('n_test', '?')} test queries: zero-shot prompt + fitted injection.",
+        help=f"On {metrics.get('n_test', '?')} test queries: zero-shot prompt + fitted injection.",
     )
-cols[2].metric("mean alpha", f"{summary['mean']:.2f}")
-cols[3].metric(f"alpha < {summary['low']}", f"{summary['frac_below']:.0%}")
-cols[4].metric(f"alpha > {summary['high']}", f"{summary['frac_above']:.0%}")
-cols[5].metric(
+alpha_cols = cols[len(METRICS) :]
+alpha_cols[0].metric("mean alpha", f"{summary['mean']:.2f}")
+alpha_cols[1].metric(f"alpha < {summary['low']}", f"{summary['frac_below']:.0%}")
+alpha_cols[2].metric(f"alpha > {summary['high']}", f"{summary['frac_above']:.0%}")
+alpha_cols[3].metric(
     "heads > 0.5",
     summary["n_selected"],
     help=f"of {summary['n_heads']} heads; {summary['frac_between']:.0%} of all heads end between "
@@ -222,11 +158,16 @@ with profile_col:
     st.markdown("**Per layer**")
     profile_fig = layer_profile_figure(fit.alpha)
     st.plotly_chart(profile_fig, key="hr_profile")
+    app_state.export_buttons(f"site_alpha_layers_{task_name}_{model.name}", figure=profile_fig)
     with st.expander("Fit history"):
-        st.plotly_chart(fit_history_figure(fit.trace.history, fit.trace.best_step), key="hr_history")
+        history_fig = fit_history_figure(fit.trace.history, fit.trace.best_step)
+        st.plotly_chart(history_fig, key="hr_history")
+        app_state.export_buttons(
+            f"site_fit_history_{task_name}_{model.name}", figure=history_fig, tables={"history": fit.trace.history}
+        )
 
 alpha_table = maps_table({task_name: fit.alpha}, "alpha").drop(columns="map")
-stem = f"site_alpha_{task_name}_{model.name}".replace("/", "_")
+stem = f"site_alpha_{task_name}_{model.name}"
 app_state.export_buttons(stem, figure=alpha_fig, tables={"alpha": alpha_table})
 
 # ----------------------------------------------------------------------------- the methods' maps
@@ -234,7 +175,7 @@ app_state.export_buttons(stem, figure=alpha_fig, tables={"alpha": alpha_table})
 st.subheader(f"{', '.join(MAP_METHODS)} maps side by side")
 fits, method_runs, problems = app_state.task_fits(task_name, model, MAP_METHODS)
 for problem in problems:
-    st.warning(f"Skipped a run that does not load: {problem}", icon=":material/warning:")
+    st.warning(app_state.text(f"Skipped a run that does not load: {problem}"), icon=":material/warning:")
 missing = [m for m in MAP_METHODS if m not in fits]
 if len(fits) < 2:
     st.info(
@@ -288,7 +229,7 @@ else:
         + "."
     )
     app_state.export_buttons(
-        f"head_maps_{task_name}_{model.name}".replace("/", "_"),
+        f"head_maps_{task_name}_{model.name}",
         figure=maps_fig,
         tables={"relevance": maps_table(relevant, "relevance"), "agreement": agreement},
     )
@@ -309,7 +250,8 @@ for _, other in runs.iterrows():
         unreadable.append(other["task"])
 if unreadable:
     st.warning(
-        f"Skipped runs that do not load on {model.name}: {', '.join(unreadable)}.", icon=":material/warning:"
+        app_state.text(f"Skipped runs that do not load on {model.name}: {', '.join(unreadable)}."),
+        icon=":material/warning:",
     )
 across = head_across_tasks(maps, int(layer), int(head))
 across_fig = head_across_tasks_figure(across, int(layer), int(head), highlight=task_name)
@@ -319,7 +261,7 @@ st.caption(
     "the label is its rank among that task's heads (#1 = the highest alpha)."
 )
 app_state.export_buttons(
-    f"site_head_L{layer}H{head}_{model.name}".replace("/", "_"),
+    f"site_head_L{layer}H{head}_{model.name}",
     figure=across_fig,
     tables={"head across tasks": across},
 )
@@ -327,8 +269,9 @@ app_state.export_buttons(
 st.divider()
 config, eval_limit = fit_settings(expanded=False)
 if st.button(
-    f"Fit SITE on {task_name} again",
+    f"Fit SITE on {app_state.text(task_name)} again",
     icon=":material/model_training:",
     help="A new run in your store; the newest run of a task is the one shown.",
 ):
     fit_now(task_name, config, eval_limit)
+app_state.fit_jobs_panel(model.name, methods={"SITE"})

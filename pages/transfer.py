@@ -24,7 +24,6 @@ from workbench.experiments.transfer import (
     map_similarity,
     matrix_order,
     method_transfer_summary,
-    read_transfer_csv,
     source_kinds,
     summarize_transfer,
     transfer_per_query,
@@ -32,16 +31,20 @@ from workbench.experiments.transfer import (
 )
 from workbench.methods import head_map_methods
 from workbench.model.loading import DEFAULT_MODEL
+from workbench.scoring import METRICS
 from workbench.store.runs import BUNDLED_RUNS, RunError
-from workbench.tasks.files import TaskFileError, catalog
+from workbench.tasks.files import TaskFileError
 
 BUNDLED_TRANSFER = BUNDLED_RUNS.parent / "site_transfer.csv"
 DEFAULT_TASKS = 6
 RESULTS_KEY = "transfer_results"
 COMPUTED, BUNDLED = "Computed here", "Bundled matrix"
+MATRIX_PARAMS = {"computed": COMPUTED, "bundled": BUNDLED}  # ?matrix= -> radio label
+SIMILARITIES = ["cosine", "Jaccard (heads > 0.5)"]
 ALPHA = ALPHA_KIND
 HEAD_MAPS = {ALPHA: None, **{f"{m} top-k": m for m in head_map_methods()}}  # label -> method
 
+app_state.enter_page()
 st.title("Head transfer")
 st.caption(
     "Cell (A, B): task B, zero-shot, with B's own task embedding injected at the heads selected "
@@ -51,15 +54,21 @@ st.caption(
 )
 model = app_state.current_model()
 runs = app_state.fitted_runs("SITE", model.name)
-builtin = catalog()
-runs = runs[runs["task"].isin(builtin)].reset_index(drop=True)  # evaluation needs the task's data
+with st.expander("A task of your own"):
+    st.caption(
+        "Tasks here need a SITE run and their data. A task you fitted from a file (on the Fit or Head "
+        "relevance page) joins the matrix once its file is uploaded in this session."
+    )
+    app_state.task_upload("tr_task_file")
+with_data = {*app_state.builtin_tasks(), *app_state.uploaded_tasks()}
+runs = runs[runs["task"].isin(with_data)].reset_index(drop=True)  # evaluation needs the task's data
 run_of = {row.task: (row.store, row.id) for row in runs.itertuples()}
 
 # A bundled matrix: its rows for this model, or, without a model column, the embedded model's.
 bundled = None
 if BUNDLED_TRANSFER.is_file():
     try:
-        bundled = read_transfer_csv(BUNDLED_TRANSFER, model=model.name)
+        bundled = app_state.transfer_table(BUNDLED_TRANSFER, model.name)
         if "model" not in bundled.columns and model.name != DEFAULT_MODEL:
             bundled = None
     except (OSError, ValueError) as err:
@@ -96,17 +105,17 @@ def source_of(method: str | None, task: str, k):
 # ----------------------------------------------------------------------------- settings
 
 fitted_tasks = list(run_of)
-if "tr_tasks" not in st.session_state:
-    requested = [t for t in (st.query_params.get("tasks") or "").split(",") if t in run_of]
-    st.session_state.tr_tasks = requested or fitted_tasks[:DEFAULT_TASKS]
+app_state.seed_list_from_query("tr_tasks", fitted_tasks[:DEFAULT_TASKS], valid=run_of, param="tasks")
 app_state.seed_from_query("tr_limit", 20, int, valid=range(1, 100_001), param="limit")
 app_state.seed_from_query("tr_value", "relative", valid=TRANSFER_VALUES, param="value")
+app_state.seed_list_from_query("tr_maps", [ALPHA], valid=HEAD_MAPS, param="maps")
+app_state.seed_from_query("tr_top_k", 10, int, valid=range(1, 10_001), param="k")
 
 source_choice = COMPUTED
 if bundled is not None:
     # A fresh machine has nothing computed yet: show the bundled matrix first.
-    if "tr_matrix" not in st.session_state and RESULTS_KEY not in st.session_state:
-        st.session_state.tr_matrix = BUNDLED
+    if RESULTS_KEY not in st.session_state:
+        app_state.seed_from_query("tr_matrix", BUNDLED, MATRIX_PARAMS.__getitem__, param="matrix")
     source_choice = st.radio(
         "Matrix",
         [COMPUTED, BUNDLED],
@@ -114,6 +123,7 @@ if bundled is not None:
         key="tr_matrix",
         help=f"{BUNDLED}: precomputed from the bundled runs ({BUNDLED_TRANSFER.name}); nothing is evaluated.",
     )
+app_state.share_in_url(matrix=next(code for code, label in MATRIX_PARAMS.items() if label == source_choice))
 
 if source_choice == COMPUTED:
     tasks_col, limit_col, button_col = st.columns([6, 2, 3], vertical_alignment="bottom")
@@ -128,13 +138,12 @@ if source_choice == COMPUTED:
     head_maps = maps_col.multiselect(
         "Heads of each source task",
         list(HEAD_MAPS),
-        default=[ALPHA],
         key="tr_maps",
         help="SITE alpha: the fitted alpha as it is. 'X top-k': the k most relevant heads of method X's "
         "map (SITE alpha, FV indirect effect, LTV |theta|) as a 0/1 selection. Each adds a row per task.",
     )
-    top_k = k_col.number_input("k", 1, 10_000, 10, key="tr_top_k")
-    app_state.share_in_url(tasks=",".join(chosen) or None, limit=limit)
+    top_k = k_col.number_input("k", 1, 10_000, key="tr_top_k")
+    app_state.share_in_url(tasks=",".join(chosen) or None, limit=limit, maps=",".join(head_maps) or None, k=top_k)
     settings = {
         "model": model.name,
         "tasks": list(chosen),
@@ -160,7 +169,7 @@ if source_choice == COMPUTED:
                 for t in chosen
             ]
         except (TaskFileError, RunError) as err:
-            st.error(str(err), icon=":material/error:")
+            st.error(app_state.text(err), icon=":material/error:")
             st.stop()
         n_cells = len(chosen) * len({*chosen, *(s if isinstance(s, str) else s.label for s in sources)})
         with st.status(
@@ -177,7 +186,7 @@ if source_choice == COMPUTED:
                 )
             except (ValueError, KeyError) as err:
                 status.update(label="Transfer matrix failed", state="error")
-                st.error(str(err), icon=":material/error:")
+                st.error(app_state.text(err), icon=":material/error:")
                 st.stop()
             status.update(label=f"Transfer matrix done: {n_cells} cells", state="complete", expanded=False)
         st.session_state[RESULTS_KEY] = {
@@ -219,22 +228,22 @@ if kinds.nunique() > 1:
             "Own task: task B with the heads another method found for B itself, relative to SITE's "
             "own alpha_B. Other tasks: heads of A on task B. 1 = as good as B's own alpha."
         )
-    shown = st.multiselect(
-        "Sources shown in the matrix",
-        sorted(kinds.unique(), key=lambda x: (x != ALPHA, x)),
-        default=[ALPHA] if ALPHA in set(kinds) else None,
-        key="tr_shown",
-    )
+    kind_options = sorted(kinds.unique(), key=lambda x: (x != ALPHA, x))
+    app_state.seed_list_from_query("tr_shown", [ALPHA] if ALPHA in kind_options else [], kind_options, "shown")
+    shown = st.multiselect("Sources shown in the matrix", kind_options, key="tr_shown")
+    app_state.share_in_url(shown=",".join(shown) or None)
     matrix = matrix[kinds.isin(shown) | (matrix["source"] == matrix["target"])].reset_index(drop=True)
 
 names = list(dict.fromkeys([*matrix["source"], *matrix["target"]]))
-maps = {}
+maps, unreadable = {}, []
 for name in names:
     if name in run_of:
         try:
             maps[name] = fit_of(name).alpha
-        except RunError:
-            pass
+        except RunError as err:
+            unreadable.append(str(err))
+for problem in unreadable:
+    st.warning(app_state.text(f"Skipped a SITE run that does not load: {problem}"), icon=":material/warning:")
 cosine, jaccard = map_similarity(maps) if len(maps) >= 2 else (None, None)
 order = matrix_order(matrix, cosine)
 sources_list = list(dict.fromkeys(matrix["source"]))
@@ -245,9 +254,11 @@ value = st.radio(
     "Value", list(TRANSFER_VALUES), format_func=TRANSFER_VALUES.get, horizontal=True, key="tr_value"
 )
 app_state.share_in_url(value=value)
-if "tr_source" not in st.session_state or st.session_state.tr_source not in sources_list:
+app_state.seed_from_query("tr_source", sources_list[0], valid=sources_list, param="source")
+app_state.seed_from_query("tr_target", targets_list[min(1, len(targets_list) - 1)], valid=targets_list, param="target")
+if st.session_state.tr_source not in sources_list:  # kept from another matrix
     st.session_state.tr_source = sources_list[0]
-if "tr_target" not in st.session_state or st.session_state.tr_target not in targets_list:
+if st.session_state.tr_target not in targets_list:
     st.session_state.tr_target = targets_list[min(1, len(targets_list) - 1)]
 
 
@@ -266,7 +277,7 @@ with matrix_col:
     st.plotly_chart(fig, key="tr_matrix_chart", on_select=_select_clicked_cell, selection_mode="points")
     st.caption(note + " Rows and columns in clustered order of alpha similarity (cosine).")
     app_state.export_buttons(
-        f"site_transfer_{value}_{model.name}".replace("/", "_"),
+        f"site_transfer_{value}_{model.name}",
         figure=fig,
         tables={"Transfer matrix": matrix},
     )
@@ -274,17 +285,14 @@ with similarity_col:
     if cosine is None:
         st.info("The alpha maps of these tasks are not available for this model: no similarity.")
     else:
-        kind = st.radio(
-            "Similarity of alpha maps",
-            ["cosine", "Jaccard (heads > 0.5)"],
-            horizontal=True,
-            key="tr_similarity",
-        )
+        app_state.seed_from_query("tr_similarity", SIMILARITIES[0], valid=SIMILARITIES, param="similarity")
+        kind = st.radio("Similarity of alpha maps", SIMILARITIES, horizontal=True, key="tr_similarity")
+        app_state.share_in_url(similarity=kind)
         sim = cosine if kind == "cosine" else jaccard
         sim_fig = similarity_figure(sim, order=order, value_label=kind.split()[0])
         st.plotly_chart(sim_fig, key="tr_similarity_chart")
         app_state.export_buttons(
-            f"site_alpha_{kind.split()[0].lower()}_{model.name}".replace("/", "_"),
+            f"site_alpha_{kind.split()[0].lower()}_{model.name}",
             figure=sim_fig,
             tables={"Similarity": sim.reset_index(names="task")},
         )
@@ -294,9 +302,9 @@ if "alpha_jaccard" in matrix.columns and matrix["alpha_jaccard"].notna().any():
         similarity = st.radio(
             "x axis", ["alpha_jaccard", "alpha_cosine"], horizontal=True, key="tr_scatter_x"
         )
-        st.plotly_chart(
-            transfer_vs_similarity_figure(matrix, value=value, similarity=similarity), key="tr_scatter"
-        )
+        scatter = transfer_vs_similarity_figure(matrix, value=value, similarity=similarity)
+        st.plotly_chart(scatter, key="tr_scatter")
+        app_state.export_buttons(f"site_transfer_vs_{similarity}_{value}_{model.name}", figure=scatter)
 
 # ----------------------------------------------------------------------------- one cell
 
@@ -304,17 +312,18 @@ st.subheader("One cell, per query")
 left, right, _ = st.columns([2, 2, 3])
 source = left.selectbox("Source A (its heads)", sources_list, key="tr_source")
 target = right.selectbox("Target B (task, embedding)", targets_list, key="tr_target")
+app_state.share_in_url(source=source, target=target)
 row = matrix[(matrix["source"] == source) & (matrix["target"] == target)]
 if not row.empty:
     r = row.iloc[0]
-    cols = st.columns(4)
-    cols[0].metric("first-token acc", f"{r['first_token_acc']:.0%}")
-    if "exact_match" in r:
-        cols[1].metric("exact match", f"{r['exact_match']:.0%}")
-    if "own_first_token_acc" in r and r["own_first_token_acc"] == r["own_first_token_acc"]:
-        cols[2].metric("own alpha (first token)", f"{r['own_first_token_acc']:.0%}")
+    shown_metrics = {name: label for name, label in METRICS.items() if name in r and pd.notna(r[name])}
+    cols = st.columns(len(shown_metrics) + 2)
+    for col, (name, label) in zip(cols, shown_metrics.items()):
+        col.metric(label, f"{r[name]:.0%}")
+    if "own_first_token_acc" in r and pd.notna(r["own_first_token_acc"]):
+        cols[-2].metric("own alpha (first token)", f"{r['own_first_token_acc']:.0%}")
     if "relative" in r:
-        cols[3].metric("relative", "n/a" if r["relative"] != r["relative"] else f"{r['relative']:.2f}")
+        cols[-1].metric("relative", "n/a" if pd.isna(r["relative"]) else f"{r['relative']:.2f}")
 
 cell_rows = None
 if per_query is not None:
@@ -332,7 +341,7 @@ else:
                     task = app_state.get_task(target)
                     heads = source_of(r["source_method"], r["source_task"], r["k"])
                 except (TaskFileError, RunError) as err:
-                    st.error(str(err), icon=":material/error:")
+                    st.error(app_state.text(err), icon=":material/error:")
                     st.stop()
                 cell_rows = cache[(source, target)] = cell_queries(
                     model, task, heads, fit_of(target), limit=limit, label=source
@@ -347,6 +356,6 @@ if cell_rows is not None and not cell_rows.empty:
         + (" and at its own heads." if source != target else ".")
     )
     app_state.export_buttons(
-        f"site_transfer_cell_{source}_{target}".replace("/", "_"),
+        f"site_transfer_cell_{source}_{target}",
         tables={"Cell queries": cell_rows.drop(columns=["prompt"], errors="ignore")},
     )

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -15,10 +16,18 @@ TIMEOUT = 180  # seconds per script run: the first one loads tiny-llama on CPU
 
 
 def open_page(name: str, **query) -> AppTest:
-    """Run ``pages/<name>.py`` once with ``?model=tiny-llama`` and the given query."""
-    at = AppTest.from_file(ROOT / "pages" / f"{name}.py", default_timeout=TIMEOUT)
+    """Open ``/<name>?model=tiny-llama&...`` as a link would: ``app.py`` (navigation, model
+    picker) running ``pages/<name>.py`` with the given query, once."""
+    at = AppTest.from_file(ROOT / "app.py", default_timeout=TIMEOUT)
     at.query_params.update({"model": "tiny-llama", **query})
-    return at.run()
+    return at.switch_page(f"pages/{name}.py").run()
+
+
+def shown(markdown: str) -> str:
+    """The text a Markdown body shows: its backslash escapes and zero-width spaces undone
+    (``app_state.text`` escapes every special character of names and messages that come from
+    a URL or a file, and breaks bare links)."""
+    return re.sub(r"\\(.)", r"\1", markdown).replace("\u200b", "")
 
 
 def no_exception(at: AppTest) -> None:
@@ -54,3 +63,17 @@ def private_stores(monkeypatch, tmp_path: Path, runs: Path | None = None) -> Pat
     monkeypatch.setenv("WORKBENCH_CACHE", str(tmp_path / "cache"))
     monkeypatch.setattr(workbench.store.runs, "BUNDLED_RUNS", tmp_path / "bundled" / "runs")
     return target
+
+
+def wait_for_fits(at: AppTest, timeout: float = 240.0) -> AppTest:
+    """Run the page again until the fits it queued (``app_state.fit_jobs``) have finished;
+    then once more, as the page's live panel does, so it shows their runs."""
+    import time
+
+    import app_state
+
+    deadline = time.time() + timeout
+    while any(job.active for job in app_state.fit_jobs().jobs()):
+        assert time.time() < deadline, "fits still running"
+        time.sleep(0.5)
+    return at.run()

@@ -3,6 +3,7 @@ and the figure / table builders it shares with the CLI."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pandas as pd
@@ -11,6 +12,7 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from analyses.figures.evaluation import accuracy_bar_chart
+from app_pages import shown
 from workbench.experiments.evaluation import side_by_side
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -46,8 +48,11 @@ def test_entry_app_runs_with_model_from_url():
     _no_exception(at)
     assert not at.error
     assert at.sidebar.selectbox(key="model_choice").value == "tiny-llama"
-    assert at.title[0].value == "Evaluate"  # the default page
+    assert at.title[0].value == "Task Vector Workbench"  # the home page is the default
     assert at.query_params["model"] == "tiny-llama"
+    at.switch_page("pages/evaluate.py").run()
+    _no_exception(at)
+    assert at.title[0].value == "Evaluate"
     assert at.query_params["shots"] == "2"  # the page writes its view back into the URL
 
 
@@ -55,8 +60,50 @@ def test_unknown_model_shows_error():
     at = _app(model="no-such-model-anywhere")
     _no_exception(at)
     assert at.sidebar.text_input(key="model_path").value == "no-such-model-anywhere"
-    assert at.error and "Could not load model 'no-such-model-anywhere'" in at.error[0].value
+    assert at.error and "Could not load model 'no-such-model-anywhere'" in shown(at.error[0].value)
     assert not at.button  # the page stopped before its widgets
+
+
+def test_model_name_from_url_is_shown_as_text():
+    crafted = (
+        "[Log in here](https://evil.example) ![x](https://evil.example/x.png) :red[ALERT] <b>x</b> "
+        "www.evil.example help@evil.example"
+    )
+    at = _app(model=crafted)
+    _no_exception(at)
+    body = at.error[0].value
+    assert crafted in shown(body)  # the name is there, every character of it ...
+    assert not re.search(r"(?<!\\)[][()<>!:]", body)  # ... but none of it is Markdown or HTML
+    assert not re.search(r"://|www\\\.|@\w", body)  # ... nor a bare link
+
+
+def test_local_models_are_off_on_a_server_reachable_from_elsewhere(monkeypatch):
+    import app_state
+
+    monkeypatch.setattr(app_state, "DEFAULT_MODEL", "tiny-llama")
+    monkeypatch.setenv("WORKBENCH_ALLOW_MODEL_PATHS", "0")
+    at = _app(model="/etc")
+    _no_exception(at)
+    assert at.warning and "loads only its built-in models" in shown(at.warning[0].value)
+    assert at.sidebar.selectbox(key="model_choice").value == "tiny-llama"
+    assert "other" not in at.sidebar.selectbox(key="model_choice").options
+    assert at.query_params["model"] == "tiny-llama"
+    assert not at.error
+
+
+@pytest.mark.parametrize(
+    ("address", "setting", "allowed"),
+    [("127.0.0.1", "", True), ("localhost", "", True), ("::1", "", True), ("0.0.0.0", "", False),
+     ("", "", False), ("0.0.0.0", "1", True), ("127.0.0.1", "0", False)],
+)
+def test_model_paths_allowed(monkeypatch, address, setting, allowed):
+    import streamlit as st
+
+    import app_state
+
+    monkeypatch.setattr(st, "get_option", lambda key: address if key == "server.address" else None)
+    monkeypatch.setenv("WORKBENCH_ALLOW_MODEL_PATHS", setting)
+    assert app_state.model_paths_allowed() is allowed
 
 
 # ----------------------------------------------------------------------------- evaluate page
@@ -135,21 +182,21 @@ def test_uploaded_task_file_is_used():
 def test_invalid_uploaded_file_shows_error(content, message):
     at = _upload(_evaluate_page(), "bad.json", content)
     _no_exception(at)
-    assert at.error and message in at.error[0].value
-    assert "bad.json" in at.error[0].value and "/tmp" not in at.error[0].value
+    assert at.error and message in shown(at.error[0].value)
+    assert "bad.json" in shown(at.error[0].value) and "/tmp" not in shown(at.error[0].value)
 
 
 def test_invalid_template_and_shots_show_errors():
     at = _evaluate_page(template="no placeholder here")
     _no_exception(at)
     assert at.selectbox(key="template").value == "custom"
-    assert at.error and "{x}" in at.error[0].value
+    assert at.error and "{x}" in shown(at.error[0].value)
 
     rows = "\n".join(f"w{i},W{i}" for i in range(8))
     at = _upload(_evaluate_page(), "small.csv", f"input,output\n{rows}\n".encode(), "text/csv")
     at.number_input(key="shots").set_value(10).run()
     _no_exception(at)
-    assert at.error and "too few" in at.error[0].value
+    assert at.error and "too few" in shown(at.error[0].value)
 
 
 # ----------------------------------------------------------------------------- figures and tables

@@ -7,11 +7,12 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from app_pages import ROOT, TIMEOUT, figure_array, no_exception, open_page, private_stores
+from app_pages import ROOT, TIMEOUT, figure_array, no_exception, open_page, private_stores, shown, wait_for_fits
 from app_pages import charts as page_charts
 from streamlit.testing.v1 import AppTest
 
 from workbench.methods.site import Site, SiteConfig
+from workbench.scoring import METRICS
 from workbench.store.codec import to_run
 from workbench.store.runs import RunStore
 from workbench.tasks.files import load_task
@@ -52,7 +53,7 @@ def test_head_relevance_shows_alpha_map_of_fitted_task(runs_dir):
         4,
     )  # tiny-llama: 3 layers x 4 heads
     labels = [m.label for m in at.metric]
-    assert labels[:2] == ["first token", "exact match"] and "heads > 0.5" in labels
+    assert labels[: len(METRICS)] == list(METRICS.values()) and "heads > 0.5" in labels
     assert at.metric[0].value == "25%"
     assert "user" in at.caption[0].value or any("user" in c.value for c in at.caption)
     assert {b.label for b in at.download_button} >= {"Chart (HTML)", "alpha (CSV)"}
@@ -79,20 +80,23 @@ def test_head_relevance_head_from_url_and_inputs(runs_dir):
 def test_head_relevance_fit_now(runs_dir):
     at = open_page("head_relevance", task="lowercase")
     no_exception(at)
-    assert at.info and "No SITE run for **lowercase**" in at.info[0].value
+    assert at.info and "No usable SITE run for **lowercase**" in shown(at.info[0].value)
     assert not at.get("plotly_chart")
     for key, value in {
-        "fit_steps": 3,
-        "fit_prompts": 3,
-        "fit_shots": 1,
-        "fit_batch": 8,
-        "fit_eval_every": 2,
-        "fit_eval_limit": 2,
+        "hr_fit_steps": 3,
+        "hr_fit_n_prompts": 3,
+        "hr_fit_shots": 1,
+        "hr_fit_batch_size": 8,
+        "hr_fit_eval_every": 2,
+        "hr_fit_eval_limit": 2,
     }.items():
         at.number_input(key=key).set_value(value)
     next(b for b in at.button if b.label == "Fit SITE now").click().run()
     no_exception(at)
     assert not at.error
+    assert any("SITE on lowercase (tiny-llama)" in shown(m.value) for m in at.markdown)  # the job, live
+    wait_for_fits(at)
+    no_exception(at)
     runs = RunStore(runs_dir).list(method="SITE", task="lowercase")
     assert len(runs) == 1 and runs["metrics"][0]["lowercase"]["n_test"] == 2
     assert at.selectbox(key="hr_task").value == "lowercase"
@@ -108,7 +112,7 @@ def empty_stores(tmp_path, monkeypatch) -> None:
 def test_head_relevance_without_any_run(empty_stores):
     at = open_page("head_relevance")
     no_exception(at)
-    assert at.info and "No SITE run" in at.info[0].value
+    assert at.info and "No usable SITE run" in at.info[0].value
     assert any(b.label == "Fit SITE now" for b in at.button)
 
 

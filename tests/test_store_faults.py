@@ -45,8 +45,11 @@ def fit_and_save_forever(root: str, conn, lock_timeout: float | None = None) -> 
     conn.send(("ready", ""))
     while True:
         fit = TaskVector.fit(_MODEL, task, CONFIG)
+        run = to_run(fit, _MODEL, task)
         conn.send(("saving", ""))
-        conn.send(("saved", store.save(to_run(fit, _MODEL, task))))
+        start = time.monotonic()
+        conn.send(("saved", store.save(run)))
+        conn.send(("took", time.monotonic() - start))
 
 
 _MODEL = None  # the parent's model, inherited by the forked children
@@ -69,8 +72,9 @@ def start_child(root: Path, lock_timeout: float | None = None):
     return proc, parent
 
 
-def drain(conn, saved: list[str]) -> str:
-    """Read the child's messages (collecting the ids it saved); returns the last one's kind."""
+def drain(conn, saved: list[str], took: list[float] | None = None) -> str:
+    """Read the child's messages (collecting the ids it saved and how long each save took);
+    returns the last one's kind."""
     last = ""
     while conn.poll():
         try:
@@ -79,28 +83,53 @@ def drain(conn, saved: list[str]) -> str:
             break
         if last == "saved":
             saved.append(value)
+        elif last == "took" and took is not None:
+            took.append(value)
     return last
 
 
-def kill_at_random(root: Path, kills: int, rng: random.Random, lock_timeout: float | None = None) -> list[str]:
+def unfinished_saves(root: Path) -> set[str]:
+    """What unfinished saves leave in the store: temporary folders (killed before the
+    rename) and run folders the index lacks (killed between the rename and the index; not
+    looked for while another process holds the index)."""
+    if not root.exists():
+        return set()
+    temporary = {p.name for p in root.iterdir() if atomic.is_temporary(p)}
+    folders = {p.name for p in root.iterdir() if p.is_dir() and not atomic.is_temporary(p)}
+    try:
+        with sqlite3.connect(root / "index.sqlite", timeout=0.1) as db:
+            indexed = {row[0] for row in db.execute("SELECT id FROM runs")}
+    except sqlite3.OperationalError:  # locked by the test, or not made yet
+        indexed = folders
+    return temporary | (folders - indexed)
+
+
+def kill_at_random(
+    root: Path, kills: int, rng: random.Random, lock_timeout: float | None = None
+) -> tuple[list[str], int]:
     """Start a fitting child, kill it at a random point, ``kills`` times; returns the ids the
-    children reported saved. Half the kills fall anywhere in a fit-and-save cycle, half just
-    after a save began."""
+    children reported saved and how many kills fell inside a save. Half the kills fall
+    anywhere in a fit-and-save cycle, half within a save (a delay up to the median time the
+    saves so far took, so the kills land inside one however loaded the machine is)."""
     saved: list[str] = []
+    inside, unfinished, took = 0, unfinished_saves(root), [0.03]
     for i in range(kills):
         proc, conn = start_child(root, lock_timeout)
         if i % 2:
             deadline = time.monotonic() + 30
-            while drain(conn, saved) != "saving" and time.monotonic() < deadline:
+            while drain(conn, saved, took) != "saving" and time.monotonic() < deadline:
                 conn.poll(0.005)
-            time.sleep(rng.uniform(0, 0.06))  # a save takes about 30 ms
+            time.sleep(rng.uniform(0, sorted(took)[len(took) // 2]))
         else:
             time.sleep(rng.uniform(0, 0.5))
         os.kill(proc.pid, signal.SIGKILL)
         proc.join(10)
-        drain(conn, saved)
+        drain(conn, saved, took)
         conn.close()
-    return saved
+        now = unfinished_saves(root)  # before the next child tidies it away
+        inside += bool(now - unfinished)
+        unfinished = now
+    return saved, inside
 
 
 def check_store(root: Path, saved: list[str], model) -> dict:
@@ -137,12 +166,12 @@ def check_store(root: Path, saved: list[str], model) -> dict:
 def test_killed_fits_and_saves_lose_no_run_and_leave_none_half_written(tmp_path, model):
     rng = random.Random(SEED)
     root = tmp_path / "runs"
-    saved = kill_at_random(root, KILLS, rng)
+    saved, inside = kill_at_random(root, KILLS, rng)
     result = check_store(root, saved, model)
-    inside = result["temp_leftovers"] + result["not_indexed_at_kill"]  # kills that fell inside a save
-    print(f"\n{KILLS} kills, {result['lost'] + result['half_written']} runs lost or half-written, "
-          f"{result['unlisted']} unlisted ({inside} kills inside a save: {result['temp_leftovers']} before the "
-          f"rename, {result['not_indexed_at_kill']} between the rename and the index); {result}")
+    print(
+        f"\n{KILLS} kills, {result['lost'] + result['half_written']} runs lost or half-written, "
+        f"{result['unlisted']} unlisted ({inside} kills left a save unfinished); {result}"
+    )
     assert result["saved"] > 0 and inside >= 5  # the kills did reach the saves
     assert result["lost"] == result["half_written"] == result["damaged_listed"] == result["unlisted"] == 0
     assert result["not_indexed_after_list"] == 0
@@ -152,11 +181,13 @@ def test_killed_saves_while_the_index_is_locked(tmp_path, model):
     """The index held by another process: saves keep their runs (not indexed), kills lose none."""
     rng = random.Random(SEED + 1)
     root = tmp_path / "runs"
-    RunStore(root).save(to_run(TaskVector.fit(model, load_task("antonym"), CONFIG), model, load_task("antonym")))
+    RunStore(root).save(
+        to_run(TaskVector.fit(model, load_task("antonym"), CONFIG), model, load_task("antonym"))
+    )
     lock = sqlite3.connect(root / "index.sqlite", isolation_level=None)
     lock.execute("BEGIN EXCLUSIVE")
     try:
-        saved = kill_at_random(root, 6, rng, lock_timeout=0.05)
+        saved, _ = kill_at_random(root, 6, rng, lock_timeout=0.05)
         listed = RunStore(root).list()  # the lock is still held
         assert set(saved) <= set(listed["id"]) and (listed["status"] == "ok").all()
     finally:
@@ -164,7 +195,13 @@ def test_killed_saves_while_the_index_is_locked(tmp_path, model):
         lock.close()
     result = check_store(root, saved, model)
     assert result["not_indexed_at_kill"] >= len(saved)  # none of them could be indexed ...
-    assert result["lost"] == result["half_written"] == result["unlisted"] == result["not_indexed_after_list"] == 0
+    assert (
+        result["lost"]
+        == result["half_written"]
+        == result["unlisted"]
+        == result["not_indexed_after_list"]
+        == 0
+    )
 
 
 def test_concurrent_fits_all_land(tmp_path, model):
@@ -189,14 +226,36 @@ def test_killed_cli_fits(tmp_path, model):
     rng = random.Random(SEED + 2)
     root = tmp_path / "runs"
     env = {**os.environ, "WORKBENCH_CACHE": str(tmp_path / "cache")}
-    argv = [sys.executable, "-m", "workbench", "fit", "--method", "TV", "--model", "tiny-llama", "--task", "antonym",
-            "--prompts", "3", "--shots", "1", "--no-eval", "--store", str(root), "--no-progress", "--device", "cpu"]
+    argv = [
+        sys.executable,
+        "-m",
+        "workbench",
+        "fit",
+        "--method",
+        "TV",
+        "--model",
+        "tiny-llama",
+        "--task",
+        "antonym",
+        "--prompts",
+        "3",
+        "--shots",
+        "1",
+        "--no-eval",
+        "--store",
+        str(root),
+        "--no-progress",
+        "--device",
+        "cpu",
+    ]
     start = time.monotonic()
     subprocess.run(argv, cwd=ROOT, env=env, check=True, capture_output=True, timeout=300)
     whole = time.monotonic() - start
     saved = [p.name for p in root.iterdir() if p.is_dir() and not atomic.is_temporary(p)]
     for _ in range(4):
-        proc = subprocess.Popen(argv, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+        proc = subprocess.Popen(
+            argv, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True
+        )
         time.sleep(rng.uniform(0.6, 1.1) * whole)  # around the end of the fit, where the save is
         proc.kill()
         out, _ = proc.communicate()

@@ -8,6 +8,7 @@ scoring       answer scoring: first-token targets, losses, metrics
 methods/      one module per method (TV, FV, LTV, SITE), their shared ingredients, the registry
 experiments/  evaluation, grids, comparison, head maps, transfer, measurement
 store/        saved runs: the store, the metadata schema, the codec
+regression/   the function-regression benchmark: a trained in-context regressor, LTV / FV / TV on it
 atomic        atomic writes of files and folders
 cli           python -m workbench ...
 

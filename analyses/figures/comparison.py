@@ -2,7 +2,8 @@
 :mod:`workbench.experiments.comparison`).
 
 * :func:`comparison_figure`: bars of accuracy, tokens and time per method of one task view;
-* :func:`accuracy_matrix_figure`: task x method heatmap of one accuracy.
+* :func:`accuracy_matrix_figure`: task x method heatmap of one accuracy;
+* :func:`memory_figure`: peak memory of each method's fit and evaluation.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ COLORS = {
     "SITE": "#E45756",
 }
 OTHER_COLORS = ["#54A24B", "#B279A2", "#FF9DA6", "#9D755D", "#BAB0AC"]  # methods added later
+MEMORY_PANELS = {"fit_peak_mib": "fit", "eval_peak_mib": "evaluation"}  # column -> bar label
 
 
 def method_color(method: str) -> str:
@@ -95,5 +97,37 @@ def accuracy_matrix_figure(table: pd.DataFrame, value: str = "first") -> go.Figu
         xaxis=dict(side="top"),
         height=max(320, min(1100, 120 + 24 * len(wide))),
         margin=dict(t=60, b=20, l=60, r=20),
+    )
+    return fig
+
+
+def memory_figure(view: pd.DataFrame) -> go.Figure:
+    """Peak memory (MiB above what was in use before) of each method's fit and evaluation,
+    grouped bars per method of a :func:`task_view`; a missing value draws no bar."""
+    methods = list(view["method"])
+    fig = go.Figure()
+    for column, label in MEMORY_PANELS.items():
+        if column not in view.columns:
+            continue
+        values = view[column].astype(float)
+        fig.add_trace(
+            go.Bar(
+                name=label,
+                x=methods,
+                y=values,
+                marker_color=[method_color(m) for m in methods],
+                marker_pattern_shape="/" if column == "fit_peak_mib" else "",
+                text=["" if not np.isfinite(v) else f"{v:,.0f}" for v in values],
+                textposition="outside",
+                hovertemplate=f"%{{x}}<br>{label} peak %{{y:,.0f}} MiB<extra></extra>",
+            )
+        )
+    fig.update_layout(
+        barmode="group",
+        yaxis=dict(title="peak memory (MiB)", rangemode="tozero"),
+        xaxis=dict(tickangle=-40),
+        legend=dict(orientation="h", yanchor="bottom", y=1.02, xanchor="left", x=0, title="peak of"),
+        height=340,
+        margin=dict(t=40, b=40, l=60, r=20),
     )
     return fig

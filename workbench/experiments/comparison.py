@@ -29,6 +29,7 @@ RESULTS = Path(__file__).resolve().parents[2] / "analyses" / "results"
 MEAN = "mean over tasks"
 REQUIRED = {"task", "method", "first", "exact", "s_per_query", "tokens"}
 BASELINES = ["zero-shot", "ICL"]
+MEMORY = ("fit_peak_mib", "eval_peak_mib")  # peak memory of the fit and of the evaluation (MiB)
 
 Progress = Callable[[str, int, int], None]  # (method, done, total)
 
@@ -128,7 +129,7 @@ def task_view(table: pd.DataFrame, task: str = MEAN) -> pd.DataFrame:
         counts = base.groupby("task")["method"].nunique()
         complete = counts[counts == counts.max()].index
         rows = table[table["task"].isin(complete)]
-        numeric = [c for c in ("first", "prefix", "exact", "tokens", "s_per_query", "fit_s") if c in rows]
+        numeric = [c for c in ("first", "prefix", "exact", "tokens", "s_per_query", "fit_s", *MEMORY) if c in rows]
         view = rows.groupby("method", sort=False)[numeric].mean().reset_index()
         view.insert(0, "task", f"{MEAN} ({len(complete)})")
     else:

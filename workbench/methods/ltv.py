@@ -49,8 +49,9 @@ class LtvConfig(MethodConfig):
 
 
 def layer_vectors(theta: torch.Tensor, projected: torch.Tensor) -> torch.Tensor:
-    """v[l] = sum_h theta[l,h] p[l,h]: (L, H) x (L, H, d_model) -> (L, d_model)."""
-    return torch.einsum("lh,lhm->lm", theta, projected)
+    """v[l] = sum_h theta[l,h] p[l,h]: (L, H) x ([B,] L, H, d_model) -> ([B,] L, d_model).
+    With a leading batch axis, one vector set per query (the regression benchmark's LTV)."""
+    return torch.einsum("lh,...lhm->...lm", theta, projected)
 
 
 @dataclass(kw_only=True, eq=False)
