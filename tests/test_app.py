@@ -224,6 +224,13 @@ def test_accuracy_bar_chart_one_trace_per_metric_one_bar_per_method():
     assert "<html>" in fig.to_html(include_plotlyjs="cdn", full_html=True)
 
 
+def test_accuracy_bar_chart_shows_prefix_match_where_the_results_have_it():
+    summary = _summary().assign(prefix_match=[0.07, 0.55])
+    bars = [t for t in accuracy_bar_chart(summary).data if t.type == "bar"]
+    assert [t.name for t in bars] == ["first-token accuracy", "prefix match", "exact match"]
+    assert list(bars[1].y) == [0.07, 0.55]
+
+
 def test_accuracy_bar_chart_several_tasks_and_no_baseline():
     fig = accuracy_bar_chart(_summary(("antonym", "uppercase")))
     bars = [t for t in fig.data if t.type == "bar"]
@@ -245,13 +252,16 @@ def test_per_query_table_puts_methods_side_by_side():
             "prediction": ["x", "b", "a", "b"],
             "exact_match": [False, True, True, True],
             "first_token_correct": [False, True, True, True],
+            "prefix_match": [False, True, True, True],
         }
     )
     table = side_by_side(results)
     assert list(table.columns) == [
         "input", "target",
-        "zero-shot: prediction", "zero-shot: exact", "zero-shot: first token",
-        "2-shot ICL: prediction", "2-shot ICL: exact", "2-shot ICL: first token",
+        "zero-shot: prediction", "zero-shot: first token", "zero-shot: prefix", "zero-shot: exact",
+        "2-shot ICL: prediction", "2-shot ICL: first token", "2-shot ICL: prefix", "2-shot ICL: exact",
     ]
+    older = side_by_side(results.drop(columns="prefix_match"))  # saved before prefix match existed
+    assert "zero-shot: prefix" not in older.columns and "zero-shot: exact" in older.columns
     assert list(table["input"]) == ["a", "b"]
     assert list(table["2-shot ICL: exact"]) == [True, True]

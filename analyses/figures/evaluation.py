@@ -26,6 +26,8 @@ def accuracy_bar_chart(summary: pd.DataFrame, title: str | None = None) -> go.Fi
 
     fig = go.Figure()
     for column, label in METRICS.items():
+        if column not in summary.columns:  # results saved before the metric existed
+            continue
         fig.add_trace(
             go.Bar(
                 name=label,

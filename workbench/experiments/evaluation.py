@@ -135,14 +135,15 @@ def summarize(results: pd.DataFrame) -> pd.DataFrame:
 
 
 def side_by_side(results: pd.DataFrame) -> pd.DataFrame:
-    """Per-query rows with each method's prediction, exact match and first-token correctness
-    in adjacent columns (``"<method>: prediction"``, ``": exact"``, ``": first token"``).
+    """Per-query rows with each method's prediction and its answer metrics in adjacent
+    columns (``"<method>: prediction"``, ``": first token"``, ``": prefix"``, ``": exact"``).
     The ``task`` column is kept only when the results hold several tasks."""
     keys = ["task", "input", "target"]
     table = results[keys].drop_duplicates().reset_index(drop=True)
+    values = [column for column in PER_QUERY_VALUES if column in results.columns]  # older results: no prefix
     for method, rows in results.groupby("method", sort=False):
-        renamed = {column: f"{method}: {label}" for column, label in PER_QUERY_VALUES.items()}
-        part = rows[keys + list(PER_QUERY_VALUES)].rename(columns=renamed)
+        renamed = {column: f"{method}: {PER_QUERY_VALUES[column]}" for column in values}
+        part = rows[keys + values].rename(columns=renamed)
         table = table.merge(part, on=keys, how="left")
     if table["task"].nunique() <= 1:
         table = table.drop(columns="task")
