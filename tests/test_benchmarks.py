@@ -25,6 +25,16 @@ def test_site_benchmark_writes_one_row_per_task_and_a_mean(tmp_path, capsys):
     assert "| antonym" in capsys.readouterr().out
 
 
+def test_bos_benchmark_measures_both_prompt_starts(tmp_path, capsys):
+    _script("bench_bos").main(["--model", "tiny-llama", "--tasks", "antonym", "--shots", "0", "2", "--limit", "3",
+                               "--out", str(tmp_path)])  # fmt: skip
+    table = pd.read_csv(tmp_path / "bos_tiny-llama_qa.csv", keep_default_na=False)
+    assert len(table) == 2 * 2 * 2  # bos x split x shots
+    assert set(table[table["bos"]]["prompt_start"]) == {"<bos>"} and set(table[~table["bos"]]["prompt_start"]) == {""}
+    assert (table["n"] == 3).all() and table[["first", "prefix", "exact"]].apply(lambda c: c.between(0, 1)).all().all()
+    assert "pooled over 1 tasks" in capsys.readouterr().out
+
+
 def test_methods_benchmark_covers_every_method(tmp_path):
     from workbench.store.runs import RunStore
 

@@ -24,7 +24,7 @@ from workbench.tasks.prompts import DEFAULT_TEMPLATE, get_template
 
 ROOT = Path(__file__).resolve().parent.parent
 SUMMARY_COLUMNS = [
-    "model", "task", "method", "template", "shots", "when", "n", "first_token_acc", "prefix_match", "exact_match",
+    "model", "task", "method", "template", "prompt_start", "shots", "when", "n", "first_token_acc", "prefix_match", "exact_match",
     "prompt_tokens", "seconds_per_query", "majority_baseline",
 ]
 
@@ -48,11 +48,11 @@ def fast_models(monkeypatch, model_cache, cache_dir):
     """Load each model once per module; unknown names still go through the real loader."""
     real = models_module.load_model
 
-    def load(name="smollm2-135m-instruct", device=None):
+    def load(name="smollm2-135m-instruct", device=None, prepend_bos=None):
         assert name in models_module.TINY_MODELS or name.startswith("no-such"), "tests use tiny models only"
-        if name not in model_cache:
-            model_cache[name] = real(name, device="cpu")
-        return model_cache[name]
+        if (name, prepend_bos) not in model_cache:
+            model_cache[name, prepend_bos] = real(name, device="cpu", prepend_bos=prepend_bos)
+        return model_cache[name, prepend_bos]
 
     monkeypatch.setattr(models_module, "load_model", load)
 
@@ -376,3 +376,22 @@ def test_task_agnostic_fit_is_one_run_over_several_tasks(tmp_path, capsys):
 def test_unknown_run_is_an_error(tmp_path, capsys):
     rc, _, err = run(["runs", "show", "nope", "--store", tmp_path], capsys)
     assert rc == 2 and err.startswith("error: No run 'nope'")
+
+
+def test_no_bos_is_used_and_recorded_by_eval_and_fit(tmp_path, capsys):
+    rows = {}
+    for flag in ([], ["--no-bos"]):
+        out_file = tmp_path / f"rows{len(flag)}.json"
+        rc, _, err = run(["eval", "--model", "tiny-llama", "--task", "antonym", "--shots", "0", "--limit", "3",
+                          "--per-query", "--output", out_file, "--no-progress", "--device", "cpu", *flag], capsys)
+        assert rc == 0, err
+        rows[bool(flag)] = pd.DataFrame(json.loads(out_file.read_text()))
+    assert set(rows[False]["prompt_start"]) == {"<bos>"} and set(rows[True]["prompt_start"]) == {""}
+    assert (rows[False]["prompt_tokens"] - rows[True]["prompt_tokens"] == 1).all()  # the BOS token, nothing else
+
+    store = tmp_path / "runs"
+    rc, _, err = run(["fit", "--method", "TV", "--model", "tiny-llama", "--task", "antonym", "--prompts", "2",
+                      "--shots", "1", "--limit", "2", "--no-bos", "--store", store, "--device", "cpu"], capsys)
+    assert rc == 0, err
+    (meta_path,) = store.glob("*/meta.json")
+    assert json.loads(meta_path.read_text())["prompt_start"] == ""

@@ -127,6 +127,7 @@ def test_every_run_saves_the_same_schema_fields(tmp_path, tiny_llama, small_fit)
     assert meta["task_sources"]["toy"]["sha256"] == task.content_hash
     assert meta["fit"]["seconds"] > 0 and meta["fit"]["best_step"] == small_fit.trace.best_step
     assert meta["template"].startswith("qa: ") and meta["config"]["template"] == "qa"
+    assert meta["prompt_start"] == "<bos>"  # tiny-llama's BOS starts every prompt
     assert set(meta["versions"]) >= {"workbench", "torch", "transformers", "transformer_lens", "python"}
     assert meta["versions"]["transformer_lens"] != "?"
     assert meta["model"] == tiny_llama.signature
@@ -142,9 +143,13 @@ def test_invalid_metadata_is_refused_on_save_and_on_load(tmp_path, tiny_llama, s
     run_id = store.save(to_run(small_fit, tiny_llama, _task()))
     meta_path = tmp_path / run_id / "meta.json"
     meta = json.loads(meta_path.read_text())
+    original = json.loads(meta_path.read_text())
     del meta["split_sizes"]["toy"]
     meta_path.write_text(json.dumps(meta))
     with pytest.raises(RunError, match=r"split_sizes' lacks train / valid / test counts for task 'toy'"):
+        store.load(run_id)
+    meta_path.write_text(json.dumps({**original, "prompt_start": None}))
+    with pytest.raises(RunError, match="'prompt_start' must be a string"):
         store.load(run_id)
     meta_path.write_text(json.dumps({**meta, "schema": 7}))
     with pytest.raises(RunError, match="unknown schema version 7"):

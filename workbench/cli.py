@@ -124,7 +124,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     _check_device(args.device)
 
     print(f"loading model {args.model} ...", file=sys.stderr, flush=True)
-    model = load_model(args.model, device=args.device)
+    model = load_model(args.model, device=args.device, prepend_bos=False if args.no_bos else None)
     for task in tasks:
         splits = task.split(args.seed)
         queries = [x for x, _ in splits[args.split][: args.limit]]
@@ -192,7 +192,7 @@ def cmd_fit(args: argparse.Namespace) -> int:
     _check_device(args.device)
     store = RunStore(args.store) if args.store else user_store()
     print(f"loading model {args.model} ...", file=sys.stderr, flush=True)
-    model = load_model(args.model, device=args.device)
+    model = load_model(args.model, device=args.device, prepend_bos=False if args.no_bos else None)
     config.check(model.heads.shape.n_layers, names=FIT_FLAGS)
     for task in tasks:
         prompts, _ = train_prompts(task.split(config.seed).train, template, shots, getattr(config, "n_prompts", 1),
@@ -382,6 +382,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--shots", type=int, nargs="+", default=[0, 10], help="one or more shot counts (default 0 10)")
     p.add_argument("--template", default=DEFAULT_TEMPLATE, help="arrow, qa, or a custom format containing {x}")
+    p.add_argument("--no-bos", action="store_true",
+                   help="prompts start with their text, not the model's BOS token (recorded with the results)")
     p.add_argument("--split", default="test", choices=["train", "valid", "test"])
     p.add_argument("--limit", type=int, default=None, help="evaluate only the first N items of the split")
     p.add_argument("--batch-size", type=int, default=16)
@@ -406,6 +408,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="one fit shared by all the given tasks (methods that allow it: "
                    f"{', '.join(n for n, m in METHODS.items() if m.several_tasks)})")
     p.add_argument("--template", default=DEFAULT_TEMPLATE)
+    p.add_argument("--no-bos", action="store_true",
+                   help="prompts start with their text, not the model's BOS token (recorded with the results)")
     p.add_argument("--shots", type=int, default=None, help="k of the prompts that build the vectors (default 10)")
     p.add_argument("--prompts", type=int, default=None, help="M: prompts averaged (default 50)")
     p.add_argument("--steps", type=int, default=None, help="SITE / LTV: optimiser steps (default 120)")

@@ -85,6 +85,7 @@ def evaluate(
                     "task": task.name,
                     "method": method,
                     "template": template.name,
+                    "prompt_start": model.prompt_start,
                     "shots": shots,
                     "when": when,
                     "input": x,
@@ -122,7 +123,7 @@ def majority_baseline(task: Task, split: str = "test", seed: int = 0, limit: int
 
 def summarize(results: pd.DataFrame) -> pd.DataFrame:
     """Per (task, method): accuracies, prompt tokens and time per query."""
-    keys = [k for k in ("model", "task", "method", "template", "shots", "when") if k in results.columns]
+    keys = [k for k in ("model", "task", "method", "template", "prompt_start", "shots", "when") if k in results.columns]
     grouped = results.groupby(keys, sort=False)
     columns = {"first_token_acc": "first_token_correct", "prefix_match": "prefix_match", "exact_match": "exact_match"}
     table = grouped.agg(

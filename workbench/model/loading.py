@@ -60,6 +60,22 @@ class LoadedModel:
         self.heads = HeadAccess(self.bridge)
 
     @property
+    def prepend_bos(self) -> bool:
+        """Whether every prompt starts with the tokenizer's BOS token (TransformerLens'
+        ``default_prepend_bos``; SmolLM2's is the chat-role token ``<|im_start|>``)."""
+        return bool(self.bridge.cfg.default_prepend_bos)
+
+    @prepend_bos.setter
+    def prepend_bos(self, value: bool) -> None:
+        self.bridge.cfg.default_prepend_bos = bool(value)
+
+    @property
+    def prompt_start(self) -> str:
+        """What precedes every prompt's text, recorded with every result: the BOS token's
+        text, or "" for none."""
+        return (getattr(self.tokenizer, "bos_token", None) or "") if self.prepend_bos else ""
+
+    @property
     def signature(self) -> dict:
         """Shape signature stored with every fitted run, checked when a run is loaded."""
         return {"model": self.name, **self.heads.shape.as_dict()}
@@ -79,8 +95,12 @@ def available_models() -> list[str]:
     return [DEFAULT_MODEL, *TINY_MODELS]
 
 
-def load_model(name: str = DEFAULT_MODEL, device: str | torch.device | None = None) -> LoadedModel:
-    """Load ``name`` (see module docstring), freeze it, and wrap it in a bridge."""
+def load_model(
+    name: str = DEFAULT_MODEL, device: str | torch.device | None = None, prepend_bos: bool | None = None
+) -> LoadedModel:
+    """Load ``name`` (see module docstring), freeze it, and wrap it in a bridge. ``prepend_bos``:
+    start every prompt with the BOS token (default: the bridge's own choice, which for
+    SmolLM2 is measured to be the better one; see README "Prompt start")."""
     name = _ALIASES.get(name.strip().lower(), name.strip()) if name else DEFAULT_MODEL
     device = torch.device(device) if device is not None else default_device()
     start = time.perf_counter()
@@ -91,7 +111,7 @@ def load_model(name: str = DEFAULT_MODEL, device: str | torch.device | None = No
     else:
         hf_model, tokenizer, config_dir, source = _load_pretrained(name)
     bridge = _boot_bridge(name, hf_model, tokenizer, config_dir, device)
-    return LoadedModel(
+    model = LoadedModel(
         name=name,
         bridge=bridge,
         tokenizer=tokenizer,
@@ -99,6 +119,9 @@ def load_model(name: str = DEFAULT_MODEL, device: str | torch.device | None = No
         load_seconds=time.perf_counter() - start,
         source=source,
     )
+    if prepend_bos is not None:
+        model.prepend_bos = prepend_bos
+    return model
 
 
 # ----------------------------------------------------------------------------- embedded

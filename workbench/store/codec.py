@@ -31,6 +31,7 @@ def to_run(fit: Method, model: LoadedModel, tasks: Task | Sequence[Task], metric
         },
         "config": fit.config.as_dict(),
         "template": get_template(fit.config.template).describe(),
+        "prompt_start": model.prompt_start,
         "fit": {"seconds": fit.fit_seconds, **fit.record()},
         "metrics": metrics or {},
     }
@@ -51,7 +52,7 @@ def from_run(run: Run, model: LoadedModel | None = None) -> Method:
     record = dict(run.meta["fit"])
     seconds = float(record.pop("seconds"))
     provenance = {"run_id": run.id, "created": run.created, "template": run.meta["template"],
-                  "metrics": run.meta["metrics"]}
+                  "prompt_start": run.meta.get("prompt_start"), "metrics": run.meta["metrics"]}
     try:
         return method.restore(
             {name: tensor.to(device) for name, tensor in run.tensors.items()},

@@ -85,6 +85,7 @@ def validate(meta: dict) -> dict:
     need(isinstance(config, dict) and "template" in config and "seed" in config,
          "'config' must be an object with template and seed")
     need(isinstance(meta["template"], str), "'template' must be a string")
+    need(isinstance(meta.get("prompt_start", ""), str), "'prompt_start' must be a string")  # optional: older runs lack it
     need(isinstance(meta["fit"], dict) and isinstance(meta["fit"].get("seconds"), Number),
          "'fit' must be an object with the fit's seconds")
     metrics = meta["metrics"]

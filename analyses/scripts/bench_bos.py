@@ -1,0 +1,73 @@
+"""Prompts with and without the model's BOS token at their start (SmolLM2: the chat-role
+token ``<|im_start|>``): zero-shot and 10-shot ICL on a few tasks, valid and test splits,
+all three answer metrics. The choice is made on valid (pooled over items).
+
+    python analyses/scripts/bench_bos.py
+    python analyses/scripts/bench_bos.py --tasks antonym present_past --shots 0 5
+
+Prints markdown (per task and split, then pooled per split) and writes
+analyses/results/bos_<model>_<template>.csv.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import pandas as pd
+from tqdm import tqdm
+
+from workbench import atomic
+from workbench.experiments.comparison import RESULTS
+from workbench.experiments.evaluation import evaluate, summarize
+from workbench.model.loading import DEFAULT_MODEL, load_model
+from workbench.tasks.files import load_task
+from workbench.tasks.prompts import DEFAULT_TEMPLATE
+
+TASKS = ["antonym", "country_capital", "present_past", "number_next", "english_french_number"]
+METRICS = {"first_token_acc": "first", "prefix_match": "prefix", "exact_match": "exact"}
+
+parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+parser.add_argument("--model", default=DEFAULT_MODEL)
+parser.add_argument("--tasks", nargs="+", default=TASKS)
+parser.add_argument("--shots", type=int, nargs="+", default=[0, 10])
+parser.add_argument("--template", default=DEFAULT_TEMPLATE)
+parser.add_argument("--limit", type=int, default=None, help="items per split (default: all)")
+parser.add_argument("--out", type=Path, default=RESULTS)
+
+
+def pooled(table: pd.DataFrame) -> pd.DataFrame:
+    """Each metric over all items of all tasks (tasks weighted by their size)."""
+    weighted = table.assign(**{m: table[m] * table["n"] for m in METRICS.values()})
+    sums = weighted.groupby(["shots", "bos"])[[*METRICS.values(), "n"]].sum()
+    return sums[list(METRICS.values())].div(sums["n"], axis=0).join(sums["n"]).reset_index()
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parser.parse_args(argv)
+    model = load_model(args.model)
+    rows = []
+    for name in tqdm(args.tasks, desc="tasks"):
+        task = load_task(name)
+        for bos in (True, False):
+            model.prepend_bos = bos
+            for split in ("valid", "test"):
+                frames = [evaluate(model, task, shots=k, template=args.template, split=split, limit=args.limit) for k in args.shots]
+                for row in summarize(pd.concat(frames)).itertuples():
+                    rows.append({"task": name, "split": split, "bos": bos, "prompt_start": model.prompt_start,
+                                 "shots": row.shots, "n": row.n,
+                                 **{short: getattr(row, metric) for metric, short in METRICS.items()}})
+    table = pd.DataFrame(rows)
+    out = args.out / f"bos_{args.model.replace('/', '--')}_{args.template}.csv"
+    atomic.write_text(out, table.to_csv(index=False))
+    print(f"## Per task (template {args.template}; first = first-token accuracy, prefix = prefix match, "
+          "exact = exact match)\n")
+    print(table.to_markdown(index=False, floatfmt=".2f"))
+    for split in ("valid", "test"):
+        print(f"\n## {split} split, pooled over {table['task'].nunique()} tasks\n")
+        print(pooled(table[table["split"] == split]).to_markdown(index=False, floatfmt=".3f"))
+    print(f"\nwrote {out}")
+
+
+if __name__ == "__main__":
+    main()
