@@ -32,11 +32,12 @@ def fast_models(monkeypatch, model_cache):
     """Each tiny model loaded once per module; the device argument is still checked."""
     real = models_module.load_model
 
-    def load(name="smollm2-135m-instruct", device=None):
+    def load(name="smollm2-135m-instruct", device=None, prepend_bos=None):
         assert name in models_module.TINY_MODELS, "tests use tiny models only"
-        if name not in model_cache:
-            model_cache[name] = real(name, device="cpu")
-        return model_cache[name]
+        key = name if prepend_bos is None else (name, prepend_bos)
+        if key not in model_cache:
+            model_cache[key] = real(name, device="cpu", prepend_bos=prepend_bos)
+        return model_cache[key]
 
     monkeypatch.setattr(models_module, "load_model", load)
 
