@@ -18,6 +18,7 @@ from workbench.tasks.files import load_task
 
 TINY = {
     "SITE": dict(shots=2, n_prompts=4, steps=3, eval_every=1, batch_size=8),
+    "ATV": dict(encoder="tiny-encoder", rank=4, per_task=16, steps=3, eval_every=1, batch_size=8),
     "FV": dict(shots=2, n_prompts=4, n_shuffled=4, top_k=3),
 }
 DAMAGED_TASK = "antonym"

@@ -22,6 +22,7 @@ TINY = {
     "FV": dict(shots=2, n_prompts=4, n_shuffled=4, top_k=3),
     "LTV": dict(shots=2, n_prompts=4, steps=3, eval_every=1, batch_size=8),
     "SITE": dict(shots=2, n_prompts=4, steps=3, eval_every=1, batch_size=8),
+    "ATV": dict(encoder="tiny-encoder", rank=4, per_task=16, steps=3, eval_every=1, batch_size=8),
 }
 
 
@@ -84,12 +85,12 @@ def test_compare_page_computes_all_methods_from_stored_fits(stores):
     _ok(at)
     assert not at.info  # every method has a fit for antonym
     at.number_input(key="cmp_limit").set_value(2)
-    next(b for b in at.button if b.label.startswith("Compare 6 methods")).click().run()
+    next(b for b in at.button if b.label.startswith("Compare 7 methods")).click().run()
     _ok(at)
     table = at.session_state["compare_results"]["table"]
-    assert list(table["method"]) == ["zero-shot", "10-shot ICL", "TV", "FV", "LTV", "SITE"]
+    assert list(table["method"]) == ["zero-shot", "10-shot ICL", "TV", "FV", "LTV", "SITE", "ATV"]
     assert (table["n"] == 2).all() and table["fit_s"].iloc[2:].notna().all()
-    assert len(at.session_state["compare_results"]["per_query"]) == 12
+    assert len(at.session_state["compare_results"]["per_query"]) == 14
 
 
 def test_compare_page_fits_the_missing_methods(stores):

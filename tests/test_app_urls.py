@@ -24,6 +24,7 @@ TINY = {
     "FV": dict(shots=2, n_prompts=4, n_shuffled=4, top_k=3),
     "LTV": dict(shots=2, n_prompts=4, steps=3, eval_every=1, batch_size=8),
     "SITE": dict(shots=2, n_prompts=4, steps=3, eval_every=1, batch_size=8),
+    "ATV": dict(encoder="tiny-encoder", rank=4, per_task=16, steps=3, eval_every=1, batch_size=8),
 }
 TASKS = ("antonym", "uppercase")
 

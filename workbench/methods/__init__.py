@@ -20,6 +20,7 @@ from here. Adding a method is one module and one line below.
 
 from __future__ import annotations
 
+from workbench.methods.atv import AdaptiveTaskVector
 from workbench.methods.base import HeadMap, Method, MethodConfig, Progress
 from workbench.methods.function_vector import FunctionVector
 from workbench.methods.ltv import LearnableTaskVector
@@ -27,7 +28,7 @@ from workbench.methods.site import Site
 from workbench.methods.task_vector import TaskVector
 
 METHODS: dict[str, type[Method]] = {
-    method.name: method for method in (TaskVector, FunctionVector, LearnableTaskVector, Site)
+    method.name: method for method in (TaskVector, FunctionVector, LearnableTaskVector, Site, AdaptiveTaskVector)
 }
 
 __all__ = ["METHODS", "HeadMap", "Method", "MethodConfig", "Progress", "get_method", "head_map_methods"]

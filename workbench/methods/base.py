@@ -37,7 +37,7 @@ Progress = Callable[[str, int, int, dict], None]  # (stage, done, total, record 
 # What a setting of any method must be, by its name (MethodConfig.check): the least whole
 # number, or for rates a finite number above (lr) or from (init_std) zero.
 AT_LEAST = {"seed": 0, "shots": 1, "n_prompts": 1, "n_shuffled": 1, "candidates": 1, "steps": 1, "batch_size": 1, "top_k": 1,
-            "eval_every": 1, "patience": 1}
+            "eval_every": 1, "patience": 1, "rank": 0, "per_task": 1}
 ABOVE_ZERO, FROM_ZERO = ("lr",), ("init_std",)
 
 

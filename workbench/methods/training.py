@@ -39,7 +39,7 @@ class Trace:
 
 
 def fit_parameter(
-    param: torch.Tensor,
+    param: torch.Tensor | list[torch.Tensor],
     train_loss: Callable[[], torch.Tensor],
     valid_loss: Callable[[], float],
     *,
@@ -50,14 +50,20 @@ def fit_parameter(
     progress: Callable[[int, int, dict], None] | None = None,
 ) -> tuple[torch.Tensor, Trace]:
     """Minimise ``train_loss()`` (one mini-batch's mean loss, drawn by the caller) over the
-    leaf tensor ``param``; returns the parameter at the step with the lowest ``valid_loss()``
-    (a detached copy) and the trace."""
-    optimizer = torch.optim.Adam([param], lr=lr)
+    leaf tensor ``param`` (or a list of them); returns the parameter(s) at the step with the
+    lowest ``valid_loss()`` (detached copies) and the trace."""
+    params = list(param) if isinstance(param, (list, tuple)) else [param]
+
+    def snapshot():
+        copies = [p.detach().clone() for p in params]
+        return copies if isinstance(param, (list, tuple)) else copies[0]
+
+    optimizer = torch.optim.Adam(params, lr=lr)
     schedule = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda s: 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(s, steps) / steps))
     )
     with torch.no_grad():
-        best = (valid_loss(), 0, param.detach().clone())
+        best = (valid_loss(), 0, snapshot())
     history = [{"step": 0, "train_loss": float("nan"), "valid_loss": best[0], "lr": lr}]
     checks_without_gain = 0
     for step in range(1, steps + 1):
@@ -71,7 +77,7 @@ def fit_parameter(
             with torch.no_grad():
                 record["valid_loss"] = valid_loss()
             if record["valid_loss"] < best[0]:
-                best = (record["valid_loss"], step, param.detach().clone())
+                best = (record["valid_loss"], step, snapshot())
                 checks_without_gain = 0
             else:
                 checks_without_gain += 1

@@ -1,0 +1,90 @@
+"""ATV on tiny models (tiny-llama as the target, a tiny random BERT as S): zero vectors
+change nothing, the shapes per layer, training lowers the loss, the run round trip."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from workbench.methods.atv import AdaptiveTaskVector, AtvConfig, layer_vectors, lora_parameters
+from workbench.methods.queries import prompt_batches, summed_loss
+from workbench.model.loading import load_model
+from workbench.store.codec import from_run, to_run
+from workbench.store.runs import RunError, RunStore
+from workbench.tasks.files import load_task
+from workbench.tasks.prompts import get_template
+
+TINY = dict(encoder="tiny-encoder", rank=4, per_task=16, steps=3, eval_every=1, batch_size=8)
+
+
+@pytest.fixture(scope="module")
+def tasks():
+    return [load_task("antonym"), load_task("uppercase")]
+
+
+@pytest.fixture(scope="module")
+def untrained(tiny_llama, tasks):
+    return AdaptiveTaskVector.fit(tiny_llama, tasks, AtvConfig(**{**TINY, "steps": 1, "lr": 1e-12}))
+
+
+def _batch(model, pairs, objective="answer"):
+    template = get_template("qa")
+    prompts = [template.format_query(x) for x, _ in pairs]
+    (batch,) = prompt_batches(model, prompts, [y for _, y in pairs], template.separator, len(pairs), objective)
+    return prompts, batch
+
+
+def test_zero_vectors_leave_the_logits_unchanged(tiny_llama, tasks, untrained):
+    assert untrained.B.abs().max() < 1e-6  # B starts at zero (and an lr of 1e-12 keeps it there)
+    prompts, batch = _batch(tiny_llama, tasks[0].split(0)["test"][:4])
+    edited = batch.logits(tiny_llama, untrained.intervention().for_prompts(tiny_llama, prompts))
+    torch.testing.assert_close(edited, batch.logits(tiny_llama))
+
+
+def test_each_query_gets_one_vector_per_layer(tiny_llama, tasks):
+    fit = AdaptiveTaskVector.fit(tiny_llama, tasks, AtvConfig(**TINY))
+    shape = tiny_llama.heads.shape
+    prompts = ["Q: hot\nA:", "Q: cat\nA:", "Q: a much longer query\nA:"]
+    v = fit.vectors(tiny_llama, prompts)
+    assert v.shape == (3, shape.n_layers, shape.d_model)
+    assert not torch.allclose(v[0], v[1])  # adaptive: the query decides its vectors
+    torch.testing.assert_close(fit.vectors(tiny_llama, prompts[:1])[0], v[0], atol=1e-5, rtol=1e-5)
+    h = torch.randn(2, 16)
+    A, B = torch.randn(16, 4), torch.randn(4, shape.n_layers * shape.d_model)
+    torch.testing.assert_close(layer_vectors(h, A, B, shape.n_layers)[1, 2], (h[1] @ A @ B)[2 * shape.d_model : 3 * shape.d_model])
+    full = AdaptiveTaskVector.fit(tiny_llama, tasks[:1], AtvConfig(**{**TINY, "rank": 0}))
+    assert full.A is None and full.B.shape == (16, shape.n_layers * shape.d_model)
+    assert fit.parameters() == 16 * 4 + 4 * shape.n_layers * shape.d_model
+    assert lora_parameters(tiny_llama, 4) == 4 * shape.n_layers * (3 * shape.d_model + shape.n_kv_heads * shape.d_head)
+
+
+def test_training_lowers_the_loss_on_a_task(tiny_llama):
+    uppercase = load_task("uppercase")
+    config = AtvConfig(**{**TINY, "steps": 40, "eval_every": 10, "lr": 1e-2, "per_task": 40, "patience": 10})
+    fit = AdaptiveTaskVector.fit(tiny_llama, [uppercase], config)
+    history = fit.trace.history
+    assert fit.trace.best_valid_loss < history["valid_loss"].iloc[0] - 0.1  # step 0 is the untrained map
+    prompts, batch = _batch(tiny_llama, uppercase.split(0)["test"][:8])
+    trained = summed_loss(tiny_llama, batch, fit.intervention().for_prompts(tiny_llama, prompts)).item()
+    assert trained < summed_loss(tiny_llama, batch).item()  # held-out queries too
+
+
+def test_a_run_round_trips_and_a_mismatch_is_an_error(tiny_llama, tasks, tmp_path):
+    fit = AdaptiveTaskVector.fit(tiny_llama, tasks, AtvConfig(**TINY))
+    store = RunStore(tmp_path)
+    run_id = store.save(to_run(fit, tiny_llama, tasks))
+    loaded = from_run(store.load(run_id), tiny_llama)
+    prompts = ["Q: hot\nA:", "Q: dog\nA:"]
+    torch.testing.assert_close(loaded.vectors(tiny_llama, prompts), fit.vectors(tiny_llama, prompts))
+    assert loaded.tasks == ["antonym", "uppercase"] and loaded.config.rank == 4
+    with pytest.raises((RunError, ValueError), match="tiny-gpt2|shape|does not fit"):
+        from_run(store.load(run_id), load_model("tiny-gpt2", device="cpu"))
+    with pytest.raises(ValueError, match="holds"):
+        AdaptiveTaskVector.restore({"B": fit.B}, fit.record(), tasks=fit.tasks, config=fit.config)
+
+
+def test_bad_settings_are_refused():
+    with pytest.raises(ValueError, match="rank must be >= 0"):
+        AtvConfig(rank=-1).check()
+    with pytest.raises(ValueError, match="per_task must be >= 1"):
+        AtvConfig(per_task=0).check()

@@ -1,0 +1,220 @@
+"""ATV: adaptive task vectors (Kang et al. 2025; docs/methods.md, "ATV").
+
+A small model S writes each query its own vectors, one per layer of the target model:
+
+1. S reads the zero-shot query prompt q and is pooled to one state (workbench.model.encoder):
+       h = pool(S(q))                                                     (B, d_s)
+2. A linear map, full or of rank r, gives one vector per target layer:
+       v = reshape(h A B)      A: (d_s, r), B: (r, L * d_model)          (B, L, d_model)
+       full rank:  v = reshape(h W),  W: (d_s, L * d_model)
+   B (or W) starts at zero, so an untrained ATV leaves the model unchanged.
+3. Intervention: lambda * v[l] is ADDED to the residual output of every layer l at the last
+   prompt token of the query (and at every generated token with ``when="generated"``).
+4. Fit the map with Adam on the cross-entropy of the answer (``loss="answer"``: every answer
+   token and the end-of-answer token, teacher-forced, as the paper trains; ``"first_token"``:
+   up to the token that carries the answer) on zero-shot queries drawn from a MIXTURE of
+   tasks, the target and S frozen; keep the step with the lowest loss on the tasks' selection
+   queries, stopping once it stops improving.
+
+S is frozen here (its states are computed once per query), so a fit step costs what an LTV
+step costs: the last prompt token and the answer tokens per query, from cached prefixes.
+Unlike the other methods, one fit serves any query, of a task it was trained on or not.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from workbench.interventions import Deferred, Intervention, When, add_to_residual
+from workbench.methods.base import Method, MethodConfig
+from workbench.methods.queries import prompt_batches, summed_loss
+from workbench.methods.selection import selection_split
+from workbench.methods.training import Trace, fit_parameter
+from workbench.model.encoder import DEFAULT_ENCODER, LoadedEncoder, load_encoder
+from workbench.model.loading import LoadedModel
+from workbench.tasks.prompts import get_template
+
+
+@dataclass(kw_only=True)
+class AtvConfig(MethodConfig):
+    encoder: str = DEFAULT_ENCODER  # S: the embedded all-MiniLM-L6-v2, "tiny-encoder", or any HF folder / name
+    rank: int = 16  # r of the map; 0: full rank (d_s x L * d_model)
+    scale: float = 1.0  # lambda
+    init_std: float = 0.02  # A ~ N(0, init_std^2); B (or W) starts at 0
+    loss: str = "answer"  # "answer" (every answer token + its end) or "first_token"
+    per_task: int = 60  # at most this many training queries per task (a balanced mixture)
+    steps: int = 1500  # at most: the fit stops once the selection loss stops improving
+    lr: float = 1e-3  # Adam; cosine-decayed to lr/10
+    batch_size: int = 32
+    eval_every: int = 50
+    patience: int = 6
+
+
+_ENCODERS: dict[tuple[str, str], LoadedEncoder] = {}
+
+
+def encoder_for(name: str, device: torch.device) -> LoadedEncoder:
+    """S, loaded once per process and device (frozen: no gradients)."""
+    key = (name, str(device))
+    if key not in _ENCODERS:
+        encoder = load_encoder(name, device=device)
+        encoder.model.requires_grad_(False)
+        _ENCODERS[key] = encoder
+    return _ENCODERS[key]
+
+
+@torch.no_grad()
+def query_states(encoder: LoadedEncoder, prompts: list[str], batch_size: int = 64) -> torch.Tensor:
+    """h for every prompt: (N, d_s), S frozen."""
+    return torch.cat([encoder.encode(prompts[i : i + batch_size]) for i in range(0, len(prompts), batch_size)])
+
+
+def layer_vectors(h: torch.Tensor, A: torch.Tensor | None, B: torch.Tensor, n_layers: int) -> torch.Tensor:
+    """v = reshape(h A B) (or reshape(h B) at full rank, B = W): (B, d_s) -> (B, L, d_model)."""
+    low = h if A is None else h @ A  # (B, r) or (B, d_s)
+    return (low @ B).view(len(h), n_layers, -1)  # (B, L, d_model)
+
+
+def lora_parameters(model: LoadedModel, rank: int) -> int:
+    """Parameters of a LoRA of the same rank on the target's query and value projections of
+    every layer, the usual comparison: r (d_model + d_model) + r (d_model + n_kv_heads d_head)."""
+    shape = model.heads.shape
+    return rank * shape.n_layers * (2 * shape.d_model + shape.d_model + shape.n_kv_heads * shape.d_head)
+
+
+@dataclass(kw_only=True, eq=False)
+class AdaptiveTaskVector(Method):
+    name = "ATV"
+    title = "Adaptive task vectors"
+    Config = AtvConfig
+    several_tasks = True  # one fit on a mixture of tasks; it then serves any query
+
+    A: torch.Tensor | None  # (d_s, r) at the best step; None at full rank
+    B: torch.Tensor  # (r, L * d_model), or W: (d_s, L * d_model) at full rank
+    trace: Trace
+    n_layers: int
+    n_train: int = 0  # training queries over all tasks
+
+    @classmethod
+    def fit(cls, model, tasks, config=None, progress=None) -> "AdaptiveTaskVector":
+        tasks = cls._tasks(tasks)
+        config = cls._config(config)
+        template = get_template(config.template)
+        when = When.parse(config.when)
+        rng = np.random.default_rng(config.seed)
+        generator = torch.Generator().manual_seed(config.seed)
+        encoder = encoder_for(config.encoder, model.device)
+        t0 = time.perf_counter()
+
+        # the mixture: up to per_task training queries of every task, and every selection query
+        train_pairs, select_pairs = [], []
+        for task in tasks:
+            pairs = selection_split(task, config.seed)
+            chosen = rng.permutation(len(pairs.fit))[: config.per_task]
+            train_pairs += [pairs.fit[i] for i in chosen]
+            select_pairs += pairs.select
+        order = rng.permutation(len(train_pairs))
+        train_pairs = [train_pairs[i] for i in order]
+
+        def cached(pairs, batch_size):
+            prompts = [template.format_query(x) for x, _ in pairs]
+            batches = prompt_batches(model, prompts, [y for _, y in pairs], template.separator, batch_size, config.loss)
+            h = query_states(encoder, prompts).to(model.device)  # step 1: (N, d_s)
+            return list(zip(batches, torch.split(h, batch_size)))
+
+        train, select = cached(train_pairs, config.batch_size), cached(select_pairs, 64)
+
+        # step 2
+        n_layers, d_model = model.heads.shape.n_layers, model.heads.shape.d_model
+        d_s, width = encoder.d, n_layers * d_model
+        if config.rank:
+            A = (config.init_std * torch.randn(d_s, config.rank, generator=generator)).to(model.device)
+            A.requires_grad_(True)  # (d_s, r)
+            B = torch.zeros(config.rank, width, device=model.device, requires_grad=True)  # (r, L * d_model)
+            params = [A, B]
+        else:
+            A, B = None, torch.zeros(d_s, width, device=model.device, requires_grad=True)  # W
+            params = [B]
+
+        # step 3
+        def intervention(h: torch.Tensor) -> Intervention:
+            v = config.scale * layer_vectors(h, A, B, n_layers)  # (B, L, d_model)
+            return Intervention("ATV", (add_to_residual(v, when=when, per_query=True),))
+
+        # step 4
+        def train_loss() -> torch.Tensor:
+            batch, h = train[rng.integers(len(train))]
+            return summed_loss(model, batch, intervention(h)) / len(batch)
+
+        def valid_loss() -> float:
+            return sum(summed_loss(model, batch, intervention(h)).item() for batch, h in select) / len(select_pairs)
+
+        report = (lambda step, total, record: progress("fit", step, total, record)) if progress else None
+        best, trace = fit_parameter(
+            params, train_loss, valid_loss, steps=config.steps, lr=config.lr, eval_every=config.eval_every,
+            patience=config.patience, progress=report,
+        )
+        return cls(
+            tasks=[task.name for task in tasks],
+            config=config,
+            A=best[0] if config.rank else None,
+            B=best[-1],
+            trace=trace,
+            n_layers=n_layers,
+            n_train=len(train_pairs),
+            fit_seconds=time.perf_counter() - t0,
+        )
+
+    def vectors(self, model: LoadedModel, prompts: list[str]) -> torch.Tensor:
+        """lambda * v for each prompt: (B, L, d_model) on the model's device."""
+        h = query_states(encoder_for(self.config.encoder, model.device), prompts).to(model.device)
+        if h.shape[1] != (self.B if self.A is None else self.A).shape[0]:
+            raise ValueError(f"This ATV was fitted with a {(self.B if self.A is None else self.A).shape[0]}-wide S, but "
+                             f"{self.config.encoder!r} gives {h.shape[1]}.")
+        A = None if self.A is None else self.A.to(model.device)
+        return self.config.scale * layer_vectors(h, A, self.B.to(model.device), self.n_layers)
+
+    def intervention(self, task: str | None = None, when: When | str | None = None) -> Intervention:
+        """The same for every task: each query's vectors come from the query itself (``task``
+        is not checked: a task the fit never saw is the point of an unseen-task test)."""
+        when = self._when(when)
+
+        def build(model: LoadedModel, prompts: list[str], when: When):
+            return (add_to_residual(self.vectors(model, prompts), when=when, per_query=True),)
+
+        return Deferred(name=self.name, build=build, when=when, needs_prompts=True)
+
+    def parameters(self) -> int:
+        return sum(t.numel() for t in (self.A, self.B) if t is not None)
+
+    def summary(self) -> dict:
+        return {**super().summary(), "best_step": self.trace.best_step,
+                "valid_loss": round(self.trace.best_valid_loss, 4), "parameters": self.parameters(),
+                "tasks": len(self.tasks), "n_train": self.n_train}
+
+    # ------------------------------------------------------------------ run codec
+
+    def tensors(self) -> dict[str, torch.Tensor]:
+        return {"B": self.B} if self.A is None else {"A": self.A, "B": self.B}
+
+    def record(self) -> dict:
+        return {**self.trace.record(), "n_layers": self.n_layers, "n_train": self.n_train}
+
+    @classmethod
+    def restore(cls, tensors, record, **common) -> "AdaptiveTaskVector":
+        config = common["config"]
+        expected = {"A", "B"} if config.rank else {"B"}
+        if set(tensors) != expected:
+            raise ValueError(f"An ATV run of rank {config.rank} holds {sorted(expected)}, not {sorted(tensors)}.")
+        return cls(
+            **common,
+            A=tensors.get("A"),
+            B=tensors["B"],
+            trace=Trace.from_record(record),
+            n_layers=int(record["n_layers"]),
+            n_train=int(record.get("n_train", 0)),
+        )
