@@ -16,7 +16,7 @@ def test_site_benchmark_writes_one_row_per_task_and_a_mean(tmp_path, capsys):
 
 
 def test_bos_benchmark_measures_both_prompt_starts(tmp_path, capsys):
-    _script("bench_bos").main(["--model", "tiny-llama", "--tasks", "antonym", "--shots", "0", "2", "--limit", "3",
+    load_script("bench_bos").main(["--model", "tiny-llama", "--tasks", "antonym", "--shots", "0", "2", "--limit", "3",
                                "--out", str(tmp_path)])  # fmt: skip
     table = pd.read_csv(tmp_path / "bos_tiny-llama_qa.csv", keep_default_na=False)
     assert len(table) == 2 * 2 * 2  # bos x split x shots
