@@ -1,4 +1,5 @@
 import pytest
+import torch
 
 from workbench.model.loading import load_model
 
@@ -18,3 +19,12 @@ def tiny_llama():
 def embedded_model():
     """The embedded SmolLM2-135M (dequantized once per machine, then cached)."""
     return load_model("smollm2-135m-instruct")
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """Tiny matrices (the regression tests): one thread is faster and leaves a busy machine alone."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -4,25 +4,16 @@ the scripts run end to end on the way."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
 import pandas as pd
 import pytest
 from app_pages import charts, figure_array, no_exception, open_page
+from scripts import load_script
 
 from workbench.regression import bundled
 from workbench.regression import task_vectors as tv
-
-ROOT = Path(__file__).resolve().parent.parent
-
-
-def _script(name):
-    spec = importlib.util.spec_from_file_location(name, ROOT / "analyses" / "scripts" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.fixture(scope="module")
@@ -31,12 +22,12 @@ def shipped(tmp_path_factory) -> tuple[Path, Path]:
     trained on 5 points, taking up to 8), its metrics, its task-vector fits and tables."""
     root = tmp_path_factory.mktemp("regression")
     models, results = root / "models", root / "results"
-    _script("train_regression").main(
+    load_script("train_regression").main(
         ["--family", "linear", "--d", "2", "--points", "5", "--positions", "8", "--layers", "2", "--heads", "2",
          "--d-model", "16", "--steps", "20", "--warmup", "2", "--log-every", "10", "--checkpoint-every", "20",
          "--eval-sequences", "64", "--eval-noise", "0.5", "--out", str(models / "linear")]
     )  # fmt: skip
-    _script("bench_regression").main(
+    load_script("bench_regression").main(
         ["--models", str(models), "--out", str(results), "--sequences", "32", "--ltv-steps", "3",
          "--curve-step", "3"]
     )  # fmt: skip
@@ -68,7 +59,7 @@ def test_evaluate_only_rewrites_the_same_metrics(shipped, tmp_path):
     before = bundled.metrics("linear", models)
     for name in ("model.safetensors", "config.json"):
         (tmp_path / name).write_bytes((models / "linear" / name).read_bytes())
-    _script("train_regression").main(
+    load_script("train_regression").main(
         ["--out", str(tmp_path), "--evaluate-only", "--eval-sequences", "64", "--eval-noise", "0.5"]
     )
     after = json.loads((tmp_path / "metrics.json").read_text())
@@ -122,7 +113,7 @@ def test_page_without_results_says_how_to_make_them(monkeypatch, tmp_path):
 
 def test_per_family_runs_combine_into_the_files_the_page_reads(shipped, tmp_path):
     models, results = shipped
-    bench = _script("bench_regression")
+    bench = load_script("bench_regression")
     bench.main(["--models", str(models), "--out", str(tmp_path), "--family", "linear", "--reuse-fits",
                 "--sequences", "32", "--curve-step", "3"])  # fmt: skip
     assert (tmp_path / "regression_task_vectors_linear.csv").exists()

@@ -1,23 +1,13 @@
 """The benchmark scripts run end to end (on a tiny model) and write their tables."""
 
-import importlib.util
-from pathlib import Path
 
 import pandas as pd
 import pytest
-
-ROOT = Path(__file__).resolve().parent.parent
-
-
-def _script(name):
-    spec = importlib.util.spec_from_file_location(name, ROOT / "analyses" / "scripts" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from scripts import load_script
 
 
 def test_site_benchmark_writes_one_row_per_task_and_a_mean(tmp_path, capsys):
-    _script("bench_site").main(["--model", "tiny-llama", "--tasks", "antonym", "uppercase", "--limit", "4",
+    load_script("bench_site").main(["--model", "tiny-llama", "--tasks", "antonym", "uppercase", "--limit", "4",
                                 "--steps", "2", "--no-save", "--out", str(tmp_path)])
     table = pd.read_csv(tmp_path / "site_tiny-llama_qa.csv")
     assert list(table["task"]) == ["antonym", "uppercase", "MEAN"]
@@ -26,7 +16,7 @@ def test_site_benchmark_writes_one_row_per_task_and_a_mean(tmp_path, capsys):
 
 
 def test_bos_benchmark_measures_both_prompt_starts(tmp_path, capsys):
-    _script("bench_bos").main(["--model", "tiny-llama", "--tasks", "antonym", "--shots", "0", "2", "--limit", "3",
+    load_script("bench_bos").main(["--model", "tiny-llama", "--tasks", "antonym", "--shots", "0", "2", "--limit", "3",
                                "--out", str(tmp_path)])  # fmt: skip
     table = pd.read_csv(tmp_path / "bos_tiny-llama_qa.csv", keep_default_na=False)
     assert len(table) == 2 * 2 * 2  # bos x split x shots
@@ -38,7 +28,7 @@ def test_bos_benchmark_measures_both_prompt_starts(tmp_path, capsys):
 def test_methods_benchmark_covers_every_method(tmp_path):
     from workbench.store.runs import RunStore
 
-    _script("bench_methods").main(["--model", "tiny-llama", "--tasks", "antonym", "--limit", "3",
+    load_script("bench_methods").main(["--model", "tiny-llama", "--tasks", "antonym", "--limit", "3",
                                    "--methods", "TV", "LTV", "--out", str(tmp_path), "--store", str(tmp_path / "runs")])
     table = pd.read_csv(tmp_path / "methods_tiny-llama_qa.csv")
     assert list(table["method"]) == ["zero-shot", "10-shot ICL", "TV", "LTV"]
@@ -63,7 +53,7 @@ def test_head_map_agreement_reads_stored_runs_and_prints_each_pair(tmp_path, cap
     for name, settings in tiny.items():
         fit = METHODS[name].fit(tiny_llama, antonym, METHODS[name].Config(**settings))
         store.save(to_run(fit, tiny_llama, antonym))
-    module = _script("head_map_agreement")
+    module = load_script("head_map_agreement")
     table = module.agreement(store, "tiny-llama", ["antonym", "uppercase"], k=3)
     assert list(zip(table["a"], table["b"])) == [("SITE", "FV"), ("SITE", "LTV"), ("FV", "LTV")]
     assert set(table["task"]) == {"antonym"}  # uppercase has no runs: skipped

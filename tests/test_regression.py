@@ -22,13 +22,7 @@ from workbench.regression.training import (
 TINY = ModelConfig(n_dims=3, n_positions=8, n_layers=2, n_heads=2, d_model=16)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny matrices: one thread is faster, and does not fight a busy machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

@@ -13,12 +13,7 @@ CONFIG = ModelConfig(n_dims=3, n_positions=10, n_layers=2, n_heads=2, d_model=16
 N_TRAIN = 6
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

@@ -171,14 +171,19 @@ def main(argv: list[str] | None = None) -> None:
         wide = table.pivot(index="task", columns="method", values=value)[order]
         wide.loc["MEAN"] = wide.mean()
         print(f"## {title}, test split, template {args.template}\n")
-        print(wide.to_markdown(floatfmt=".2f"), "\n")
+        print(wide.rename(columns=_markdown_safe).to_markdown(floatfmt=".2f"), "\n")
     means = table.groupby("method", sort=False)[
         ["first", "prefix", "exact", "fit_s", "s_per_query", "tokens", "fit_peak_mib", "eval_peak_mib"]
     ].mean()
     print(
         "## Means over tasks: accuracy, fit time (s), time per query (s), prompt tokens, peak memory (MiB)\n"
     )
-    print(means.to_markdown(floatfmt=".3f"))
+    print(means.rename(index=_markdown_safe).to_markdown(floatfmt=".3f"))
+
+
+def _markdown_safe(name: str) -> str:
+    """A row or column name inside a markdown table: "SITE | ICL-correct" keeps its pipe."""
+    return str(name).replace("|", "\\|")
 
 
 if __name__ == "__main__":
