@@ -3,6 +3,7 @@ change nothing, the shapes per layer, training lowers the loss, the run round tr
 
 from __future__ import annotations
 
+import pandas as pd
 import pytest
 import torch
 
@@ -88,3 +89,44 @@ def test_bad_settings_are_refused():
         AtvConfig(rank=-1).check()
     with pytest.raises(ValueError, match="per_task must be >= 1"):
         AtvConfig(per_task=0).check()
+
+
+class Interrupted(Exception):
+    pass
+
+
+def _interrupt_at(stop_step):
+    def progress(phase, step, total, record):
+        if step == stop_step:
+            raise Interrupted
+    return progress
+
+
+def test_an_interrupted_fit_resumes_from_its_checkpoint_to_the_same_result(tiny_llama, tasks, tmp_path):
+    config = AtvConfig(**{**TINY, "steps": 12, "eval_every": 3, "lr": 1e-2, "patience": 10})
+    whole = AdaptiveTaskVector.fit(tiny_llama, tasks, config)
+    folder = tmp_path / "checkpoint"
+    with pytest.raises(Interrupted):  # killed after step 8; the last checkpoint is step 5's
+        AdaptiveTaskVector.fit(tiny_llama, tasks, config, progress=_interrupt_at(8), checkpoint=folder,
+                               checkpoint_every=5)
+    assert (folder / "state.json").is_file() and (folder / "state.safetensors").is_file()
+    steps_run = []
+    resumed = AdaptiveTaskVector.fit(tiny_llama, tasks, config, checkpoint=folder, checkpoint_every=5,
+                                     progress=lambda phase, step, total, record: steps_run.append(step))
+    assert steps_run[0] == 6  # went on after the checkpoint, not from the start
+    assert torch.equal(resumed.A, whole.A) and torch.equal(resumed.B, whole.B)
+    assert resumed.trace.best_step == whole.trace.best_step
+    pd.testing.assert_frame_equal(resumed.trace.history, whole.trace.history)
+    again = AdaptiveTaskVector.fit(tiny_llama, tasks, config, checkpoint=folder, checkpoint_every=5,
+                                   progress=_interrupt_at(1))  # finished: no step runs
+    assert torch.equal(again.B, whole.B)
+
+
+def test_a_checkpoint_of_another_fit_is_refused(tiny_llama, tasks, tmp_path):
+    folder = tmp_path / "checkpoint"
+    AdaptiveTaskVector.fit(tiny_llama, tasks, AtvConfig(**TINY), checkpoint=folder, checkpoint_every=1)
+    with pytest.raises(ValueError, match="another fit"):
+        AdaptiveTaskVector.fit(tiny_llama, tasks, AtvConfig(**{**TINY, "lr": 0.5}), checkpoint=folder)
+    (folder / "state.safetensors").write_bytes(b"not a tensor file")
+    with pytest.raises(ValueError, match="cannot be read|delete"):
+        AdaptiveTaskVector.fit(tiny_llama, tasks, AtvConfig(**TINY), checkpoint=folder)

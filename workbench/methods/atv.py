@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -33,7 +34,7 @@ from workbench.interventions import Deferred, Intervention, When, add_to_residua
 from workbench.methods.base import Method, MethodConfig
 from workbench.methods.queries import prompt_batches, summed_loss
 from workbench.methods.selection import selection_split
-from workbench.methods.training import Trace, fit_parameter
+from workbench.methods.training import Checkpoint, Trace, fit_parameter
 from workbench.model.encoder import DEFAULT_ENCODER, LoadedEncoder, load_encoder
 from workbench.model.loading import LoadedModel
 from workbench.tasks.prompts import get_template
@@ -100,7 +101,11 @@ class AdaptiveTaskVector(Method):
     n_train: int = 0  # training queries over all tasks
 
     @classmethod
-    def fit(cls, model, tasks, config=None, progress=None) -> "AdaptiveTaskVector":
+    def fit(cls, model, tasks, config=None, progress=None, checkpoint: str | Path | None = None,
+            checkpoint_every: int = 100) -> "AdaptiveTaskVector":
+        """Fit the map on the mixture of ``tasks``. With ``checkpoint`` (a folder) the fit
+        saves its state there every ``checkpoint_every`` steps and, run again with the same
+        settings, tasks and model, resumes from it."""
         tasks = cls._tasks(tasks)
         config = cls._config(config)
         template = get_template(config.template)
@@ -154,9 +159,12 @@ class AdaptiveTaskVector(Method):
             return sum(summed_loss(model, batch, intervention(h)).item() for batch, h in select) / len(select_pairs)
 
         report = (lambda step, total, record: progress("fit", step, total, record)) if progress else None
+        if checkpoint is not None:
+            fingerprint = {"config": config.as_dict(), "tasks": [t.name for t in tasks], "model": model.name}
+            checkpoint = Checkpoint(Path(checkpoint), every=checkpoint_every, fingerprint=fingerprint)
         best, trace = fit_parameter(
             params, train_loss, valid_loss, steps=config.steps, lr=config.lr, eval_every=config.eval_every,
-            patience=config.patience, progress=report,
+            patience=config.patience, progress=report, checkpoint=checkpoint, rng=rng,
         )
         return cls(
             tasks=[task.name for task in tasks],

@@ -4,16 +4,29 @@ every few steps, early stop on patience, and the best-valid step kept.
 
 The loss functions are the caller's: each draws its own mini-batch of prefix-cached
 zero-shot queries (:mod:`workbench.methods.queries`), so a step runs one token per query.
+
+A long fit (ATV's, on a mixture of tasks) can keep a :class:`Checkpoint`: every few steps
+the parameters, the best ones so far, Adam's moments, the learning-rate schedule, the
+caller's batch generator and the loss history are written to a folder (safetensors + JSON,
+each file atomically, the JSON last). Run the same fit again with the same checkpoint and it
+goes on from the last one saved, to the same result an uninterrupted fit gives.
 """
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import torch
+from safetensors.torch import load as load_tensors
+from safetensors.torch import save as save_tensors
+
+from workbench import atomic
 
 
 @dataclass
@@ -38,6 +51,57 @@ class Trace:
         )
 
 
+@dataclass
+class Checkpoint:
+    """A fit's state in ``folder`` (``state.safetensors`` + ``state.json``), saved every
+    ``every`` steps and when the fit ends. ``fingerprint`` (settings, tasks, model: any JSON)
+    must match to resume, so a changed fit never continues from another fit's state."""
+
+    folder: Path
+    every: int = 100
+    fingerprint: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.folder = Path(self.folder)
+        self.fingerprint = json.loads(json.dumps(self.fingerprint))  # as it reads back
+
+    @property
+    def paths(self) -> tuple[Path, Path]:
+        return self.folder / "state.safetensors", self.folder / "state.json"
+
+    def save(self, tensors: dict[str, torch.Tensor], state: dict) -> None:
+        tensors_path, json_path = self.paths
+        step = str(state["step"])
+        atomic.write_bytes(tensors_path, save_tensors({k: t.detach().contiguous().cpu() for k, t in tensors.items()},
+                                                      metadata={"step": step}))
+        atomic.write_text(json_path, json.dumps({"fingerprint": self.fingerprint, **state}))
+
+    def load(self) -> tuple[dict[str, torch.Tensor], dict] | None:
+        """The saved tensors and state, or None when there is no checkpoint yet."""
+        tensors_path, json_path = self.paths
+        if not json_path.is_file():
+            return None
+        try:
+            state = json.loads(json_path.read_text())
+            raw = tensors_path.read_bytes()
+            tensors = load_tensors(raw)
+        except Exception as error:  # OSError, JSON errors, safetensors.SafetensorError
+            raise ValueError(f"The checkpoint in {self.folder} cannot be read ({error}); delete the folder to start over.") from None
+        if state.get("fingerprint") != self.fingerprint:
+            raise ValueError(f"The checkpoint in {self.folder} belongs to another fit (other settings, tasks or model); "
+                             "delete it or choose another folder.")
+        if _safetensors_step(raw) != str(state["step"]):
+            raise ValueError(f"The checkpoint in {self.folder} is half-written (its two files name different steps); "
+                             "delete the folder to start over.")
+        return tensors, state
+
+
+def _safetensors_step(raw: bytes) -> str | None:
+    """The "step" in a safetensors blob's header metadata."""
+    size = int.from_bytes(raw[:8], "little")
+    return json.loads(raw[8 : 8 + size]).get("__metadata__", {}).get("step")
+
+
 def fit_parameter(
     param: torch.Tensor | list[torch.Tensor],
     train_loss: Callable[[], torch.Tensor],
@@ -48,10 +112,14 @@ def fit_parameter(
     eval_every: int,
     patience: int,
     progress: Callable[[int, int, dict], None] | None = None,
+    checkpoint: Checkpoint | None = None,
+    rng: np.random.Generator | None = None,
 ) -> tuple[torch.Tensor, Trace]:
     """Minimise ``train_loss()`` (one mini-batch's mean loss, drawn by the caller) over the
     leaf tensor ``param`` (or a list of them); returns the parameter(s) at the step with the
-    lowest ``valid_loss()`` (detached copies) and the trace."""
+    lowest ``valid_loss()`` (detached copies) and the trace. With a ``checkpoint`` the fit
+    saves its state there and resumes from it; ``rng`` (the generator ``train_loss`` draws
+    its batches from) is saved with it, so a resumed fit draws the same batches."""
     params = list(param) if isinstance(param, (list, tuple)) else [param]
 
     def snapshot():
@@ -62,11 +130,29 @@ def fit_parameter(
     schedule = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda s: 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(s, steps) / steps))
     )
-    with torch.no_grad():
-        best = (valid_loss(), 0, snapshot())
-    history = [{"step": 0, "train_loss": float("nan"), "valid_loss": best[0], "lr": lr}]
-    checks_without_gain = 0
-    for step in range(1, steps + 1):
+    saved = checkpoint.load() if checkpoint is not None else None
+    if saved is None:
+        with torch.no_grad():
+            best = (valid_loss(), 0, snapshot())
+        history = [{"step": 0, "train_loss": float("nan"), "valid_loss": best[0], "lr": lr}]
+        checks_without_gain, start, done = 0, 1, False
+    else:
+        best, history, checks_without_gain, start, done = _restore(saved, params, optimizer, schedule, rng)
+        best = (best[0], best[1], best[2] if isinstance(param, (list, tuple)) else best[2][0])
+
+    def save(step: int, done: bool) -> None:
+        best_params = best[2] if isinstance(param, (list, tuple)) else [best[2]]
+        tensors = {f"param.{i}": p for i, p in enumerate(params)}
+        tensors.update({f"best.{i}": p for i, p in enumerate(best_params)})
+        for index, state in optimizer.state_dict()["state"].items():
+            tensors.update({f"adam.{index}.{key}": t for key, t in state.items()})
+        checkpoint.save(tensors, {
+            "step": step, "done": done, "best_step": best[1], "best_valid_loss": best[0], "history": history,
+            "checks_without_gain": checks_without_gain, "lrs": [g["lr"] for g in optimizer.param_groups],
+            "schedule": schedule.state_dict(), "rng": rng.bit_generator.state if rng is not None else None,
+        })
+
+    for step in range(start, 0 if done else steps + 1):
         loss = train_loss()
         optimizer.zero_grad()
         loss.backward()
@@ -82,8 +168,38 @@ def fit_parameter(
             else:
                 checks_without_gain += 1
         history.append(record)
+        stop = checks_without_gain >= patience or step == steps
+        if checkpoint is not None and (stop or step % checkpoint.every == 0):
+            save(step, done=stop)
         if progress:
             progress(step, steps, record)
-        if checks_without_gain >= patience:
+        if stop:
             break
     return best[2], Trace(best[1], best[0], pd.DataFrame(history))
+
+
+def _restore(saved, params, optimizer, schedule, rng):
+    """Put a checkpoint's state back in place; returns (best, history, checks, next step, done)."""
+    tensors, state = saved
+    if sum(k.startswith("param.") for k in tensors) != len(params):
+        raise ValueError("The checkpoint holds a different number of parameters than this fit.")
+    with torch.no_grad():
+        for i, p in enumerate(params):
+            if tensors[f"param.{i}"].shape != p.shape:
+                raise ValueError(f"The checkpoint's parameter {i} has shape {tuple(tensors[f'param.{i}'].shape)}, "
+                                 f"this fit's {tuple(p.shape)}.")
+            p.copy_(tensors[f"param.{i}"])
+    adam: dict[int, dict[str, torch.Tensor]] = {}
+    for key, t in tensors.items():
+        if key.startswith("adam."):
+            _, index, name = key.split(".", 2)
+            adam.setdefault(int(index), {})[name] = t.to(params[int(index)].device) if name != "step" else t
+    optimizer.load_state_dict({"state": adam, "param_groups": optimizer.state_dict()["param_groups"]})
+    for group, lr in zip(optimizer.param_groups, state["lrs"]):
+        group["lr"] = lr
+    schedule.load_state_dict(state["schedule"])
+    if rng is not None and state["rng"] is not None:
+        rng.bit_generator.state = state["rng"]
+    best_params = [tensors[f"best.{i}"].to(p.device) for i, p in enumerate(params)]
+    best = (float(state["best_valid_loss"]), int(state["best_step"]), best_params)
+    return best, state["history"], int(state["checks_without_gain"]), int(state["step"]) + 1, bool(state["done"])
