@@ -40,6 +40,13 @@ from workbench.model.loading import LoadedModel
 from workbench.tasks.prompts import get_template
 
 
+# Built-in tasks held out of the shipped ATV's training mixture: one of each kind (word
+# relation, inflection, fact, number, spelling), none a language variant or an inverse of a
+# training task (e.g. not english_german_number while english_french_number is trained on;
+# last_letter's nearest trained task is first_letter: the same reading, the other end).
+HELD_OUT = ("synonym", "present_gerund", "country_currency", "number_word_ordinal", "last_letter")
+
+
 @dataclass(kw_only=True)
 class AtvConfig(MethodConfig):
     encoder: str = DEFAULT_ENCODER  # S: the embedded all-MiniLM-L6-v2, "tiny-encoder", or any HF folder / name
