@@ -206,15 +206,12 @@ app_state.export_buttons(f"{stem}_answers", tables={"answers": answers})
 # ----------------------------------------------------------------------------- the vectors
 
 st.subheader("The vectors, layer by layer")
-norm_col, lens_col = st.columns(2, gap="large")
-with norm_col:
-    fig = layer_norms_figure(norms, title=f"||v[l]|| at lambda {scale:g}")
-    st.plotly_chart(fig, key="atv_norms")
-    app_state.export_buttons(f"{stem}_norms", figure=fig, tables={"norms": norms})
-with lens_col:
-    fig = logit_lens_figure(lens, title="Logit lens: v[l] through the final norm and unembedding")
-    st.plotly_chart(fig, key="atv_lens")
-    app_state.export_buttons(f"{stem}_logit_lens", figure=fig, tables={"logit lens": lens})
+fig = layer_norms_figure(norms, title=f"||v[l]|| at lambda {scale:g}")
+st.plotly_chart(fig, key="atv_norms")
+app_state.export_buttons(f"{stem}_norms", figure=fig, tables={"norms": norms})
+fig = logit_lens_figure(lens, title=f"Logit lens: the top {LENS_TOP_K} tokens of v[l] through the final norm and unembedding")
+st.plotly_chart(fig, key="atv_lens")
+app_state.export_buttons(f"{stem}_logit_lens", figure=fig, tables={"logit lens": lens})
 
 st.subheader("Which task does this query look like?")
 st.caption(
@@ -227,15 +224,12 @@ centred = match[match["reference"] == adaptive.CENTRED]
 if not centred.empty:
     best = centred.iloc[0]
     st.markdown(f"Closest task after centring: **{app_state.text(best['task'])}** (mean cosine {best['cosine']:.2f}).")
-sim_col, match_col = st.columns([3, 2], gap="large")
-with sim_col:
-    fig = similarity_figure(similarity, title="cosine of v[l] to each reference, per layer")
-    st.plotly_chart(fig, key="atv_similarity")
-    app_state.export_buttons(f"{stem}_similarity", figure=fig, tables={"similarity": similarity})
-with match_col:
-    fig = task_match_figure(match, title="mean over layers")
-    st.plotly_chart(fig, key="atv_match")
-    app_state.export_buttons(f"{stem}_task_match", figure=fig, tables={"task match": match})
+fig = task_match_figure(match)
+st.plotly_chart(fig, key="atv_match")
+app_state.export_buttons(f"{stem}_task_match", figure=fig, tables={"task match": match})
+fig = similarity_figure(similarity, title="Cosine of v[l] to each reference, layer by layer")
+st.plotly_chart(fig, key="atv_similarity")
+app_state.export_buttons(f"{stem}_similarity", figure=fig, tables={"similarity": similarity})
 
 # ----------------------------------------------------------------------------- what they do
 
@@ -254,4 +248,5 @@ if swapped is not None:
     fig = swap_figure(swapped, title=f"With the vectors of {other!r} instead of its own")
     st.plotly_chart(fig, key="atv_swap_chart")
     app_state.export_buttons(f"{stem}_swap", figure=fig, tables={"swap": swapped})
-st.caption("Green: the answer is an exact match; red: it is not. Hover a point for the answer and all three metrics.")
+st.caption(f"Green: the answer is {app_state.text(reference)} exactly (exact match); red: it is not. Hover a point or "
+           "bar for the answer and all three metrics.")

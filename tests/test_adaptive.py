@@ -177,7 +177,8 @@ def test_the_figures_draw_the_frames(tiny_llama, fit, tasks):
     sweep = adaptive.scale_sweep(tiny_llama, fit, QUERY, [0.0, 1.0], ANSWER)
     assert len(figures.scale_figure(sweep, current=1.0).data[0].x) == 2
     ablation = figures.ablation_figure(adaptive.layer_ablation(tiny_llama, fit, QUERY, ANSWER))
-    assert list(ablation.data[0].x) == list(range(n_layers)) and len(ablation.layout.shapes) == 2
+    assert list(ablation.data[0].x) == ["none", *map(str, range(n_layers)), "all"]
+    assert len(ablation.layout.shapes) == 1
     swapped = figures.swap_figure(adaptive.swap(tiny_llama, fit, QUERY, "cat", ANSWER))
     assert len(swapped.data[0].x) == 3
     assert isinstance(adaptive.layer_norms(v), pd.DataFrame)

@@ -17,7 +17,7 @@ from workbench.tasks.files import load_task
 ATV = dict(encoder="tiny-encoder", rank=4, per_task=16, steps=3, eval_every=1, batch_size=8, lr=5e-2)
 OTHERS = {"TV": dict(shots=2, n_prompts=4), "LTV": dict(shots=2, n_prompts=4, steps=2, eval_every=1, batch_size=8)}
 TASKS = ("antonym", "uppercase")
-CHARTS = 7  # norms, logit lens, similarity, task match, lambda, ablation, swap
+CHARTS = 7  # norms, logit lens, task match, similarity, lambda, ablation, swap
 
 
 @pytest.fixture(scope="module")
@@ -57,7 +57,7 @@ def test_page_shows_a_query_of_a_task_with_every_figure(run_id):
     figures = charts(at)
     assert len(figures) == CHARTS
     assert len(figure_array(figures[0]["data"][0]["y"])) == 3  # one norm per tiny-llama layer
-    rows = set(figures[2]["data"][0]["y"])
+    rows = set(figures[3]["data"][0]["y"])
     assert {"antonym · ATV mean", "uppercase · ATV mean", "antonym · ATV mean, centred", "antonym · TV",
             "antonym · LTV"} <= rows and not any(r.startswith("uppercase · TV") for r in rows)
     assert dict(at.query_params) == {"model": "tiny-llama", "run": run_id, "task": "antonym", "query": query,

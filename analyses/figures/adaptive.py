@@ -133,9 +133,9 @@ def task_match_figure(match: pd.DataFrame, title: str | None = None) -> go.Figur
         title=title,
         barmode="group",
         yaxis=dict(title="mean cosine over layers", range=[-1, 1]),
-        legend=dict(orientation="h", yanchor="bottom", y=1.02, xanchor="left", x=0),
+        legend=dict(orientation="h", yanchor="bottom", y=1.02, xanchor="left", x=0, title="cosine to"),
         height=340,
-        margin=dict(t=70 if title else 40, b=40, l=60, r=20),
+        margin=dict(t=90 if title else 50, b=40, l=60, r=20),
     )
     return fig
 
@@ -149,7 +149,7 @@ def logit_lens_figure(lens: pd.DataFrame, title: str | None = None) -> go.Figure
     fig = go.Figure(
         go.Heatmap(
             z=probs.to_numpy(dtype=np.float64),
-            x=[f"#{r + 1}" for r in probs.columns],
+            x=[r + 1 for r in probs.columns],
             y=list(probs.index),
             text=tokens.to_numpy(),
             texttemplate="%{text}",
@@ -165,10 +165,10 @@ def logit_lens_figure(lens: pd.DataFrame, title: str | None = None) -> go.Figure
     )
     fig.update_layout(
         title=title,
-        xaxis=dict(side="top", showgrid=False, zeroline=False),
+        xaxis=dict(title="rank", side="top", showgrid=False, zeroline=False, dtick=1),
         yaxis=dict(title="layer", autorange="reversed", showgrid=False, zeroline=False, dtick=1),
-        height=max(320, min(1100, 90 + 24 * len(probs))),
-        margin=dict(t=60 if title else 40, b=20, l=60, r=20),
+        height=max(320, min(1100, 110 + 24 * len(probs))),
+        margin=dict(t=100 if title else 60, b=20, l=60, r=20),
         plot_bgcolor="rgba(0,0,0,0)",
     )
     return fig
@@ -200,30 +200,26 @@ def scale_figure(sweep: pd.DataFrame, current: float | None = None, title: str |
 
 
 def ablation_figure(ablation: pd.DataFrame, title: str | None = None) -> go.Figure:
-    """Bars of the target-token probability with layer l's vector removed, one per layer;
-    dashed lines for every vector kept ("none") and every one removed ("all")."""
-    single = ablation[ablation["layer"].notna()]
+    """Bars of the target-token probability with layer l's vector removed, one per layer,
+    between a bar with every vector kept ("none" removed) and one with all removed; a
+    dashed line at the first."""
+    ends = ablation["layer"].isna().to_numpy()  # "none" removed (every vector kept), "all" removed (plain model)
+    x = [a if end else str(layer) for a, layer, end in zip(ablation["ablated"], ablation["layer"], ends)]
     fig = go.Figure(
         go.Bar(
-            x=single["layer"].astype(int),
-            y=single["target_prob"],
-            marker_color=_colors(single),
-            customdata=_customdata(single),
-            hovertemplate="without layer %{x}'s vector: %{customdata[0]}<br>P(target) %{y:.3f}<br>"
-            + METRIC_HOVER + "<extra></extra>",
+            x=x,
+            y=ablation["target_prob"],
+            marker_color=_colors(ablation),
+            marker_pattern_shape=["/" if end else "" for end in ends],
+            customdata=_customdata(ablation),
+            hovertemplate="%{x}: %{customdata[0]}<br>P(target) %{y:.3f}<br>" + METRIC_HOVER + "<extra></extra>",
         )
     )
-    for label, name, color in (("none", "every vector", "#4C78A8"), ("all", "no vector", "#9D9D9D")):
-        row = ablation[ablation["ablated"] == label]
-        if not row.empty:
-            value = float(row["target_prob"].iloc[0])
-            prediction = _shown(str(row["prediction"].iloc[0]))[:18]
-            fig.add_hline(
-                y=value, line_dash="dash", line_color=color,
-                annotation_text=f"{name}: {prediction} ({value:.2f})", annotation_position="top left",
-            )  # fmt: skip
+    kept = ablation[ablation["ablated"] == "none"]
+    if not kept.empty:
+        fig.add_hline(y=float(kept["target_prob"].iloc[0]), line_dash="dash", line_color="#4C78A8")
     _probability_layout(fig, title, "layer whose vector is removed")
-    fig.update_xaxes(dtick=1 if len(single) <= 32 else None)
+    fig.update_xaxes(type="category", tickangle=0 if len(x) <= 34 else -90)
     return fig
 
 
