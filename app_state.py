@@ -88,6 +88,12 @@ VIEWS = [  # the navigation's order; the home page shows a card for each
         "A transformer trained to regress in context: do LTV, FV and TV carry the task past its training length?",
     ),
     View(
+        "pages/adaptive.py",
+        "Adaptive vectors",
+        ":material/tune:",
+        "ATV one query at a time: its vectors per layer, the task they look like, and what they do to the answer.",
+    ),
+    View(
         "pages/fit.py",
         "Fit a method",
         ":material/model_training:",
@@ -611,6 +617,14 @@ def show_store_problems() -> None:
     for label in RUN_STORES:
         for problem in store_runs(label)[1]:
             st.sidebar.warning(text(problem), icon=":material/warning:")
+
+
+def method_runs(method: str, model_name: str) -> pd.DataFrame:
+    """Every run of ``method`` for ``model_name`` in both stores, of one task or several,
+    newest first (columns :data:`RUN_COLUMNS`)."""
+    runs = all_runs()
+    runs = runs[(runs["method"].str.lower() == method.lower()) & (runs["model"] == model_name)]
+    return runs.sort_values("created", ascending=False, kind="stable").reset_index(drop=True)
 
 
 def fitted_runs(method: str, model_name: str) -> pd.DataFrame:

@@ -47,6 +47,7 @@ PAGES = {  # page -> (a direct link's query, its title)
     "head_relevance": ("?task=antonym&layer=3&head=2", "Head relevance"),
     "transfer": ("?matrix=bundled", "Head transfer"),
     "regression": ("?family=linear&shift=noisy_y", "Function regression"),
+    "adaptive": ("?task=antonym&scale=0.5", "Adaptive vectors"),
     "fit": ("?method=TV&task=antonym", "Fit a method"),
 }
 LOAD = 180_000  # ms: a fresh server imports torch and loads the embedded model

@@ -65,7 +65,7 @@ def stores(runs_of_every_method, tmp_path, monkeypatch) -> Path:
 
 def widget(at: AppTest, key: str):
     """The widget with ``key``, whatever its kind."""
-    for kind in ("selectbox", "number_input", "radio", "multiselect", "text_input", "checkbox"):
+    for kind in ("selectbox", "number_input", "radio", "multiselect", "text_input", "checkbox", "slider"):
         try:
             return getattr(at, kind)(key=key)
         except KeyError:
@@ -97,6 +97,12 @@ VIEWS = {  # page -> (its first query, the widget values picked there, in order)
     ),
     "regression": ({}, {"reg_shift": "noisy_y", "reg_rows": ["plain", "LTV", "least_squares"]}),
     "fit": ({}, {"fit_method": "TV", "fit_task": "uppercase"}),
+    "adaptive": (
+        {},
+        {"atv_task": "uppercase", "atv_query": load_task("uppercase").split(0).test[1][0], "atv_scale": 0.5,
+         "atv_swap": "cat"},
+    ),
+    "adaptive typed": ({}, {"atv_task": "(a query of your own)", "atv_typed": "hello", "atv_scale": 2.0}),
 }
 
 

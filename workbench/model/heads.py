@@ -95,6 +95,12 @@ class HeadAccess:
         """Each head's write into the residual: (..., L, H, d_head) -> (..., L, H, d_model)."""
         return torch.einsum("...lhd,lhdm->...lhm", z, self.W_O.to(z.dtype))
 
+    @torch.no_grad()
+    def unembed(self, x: torch.Tensor) -> torch.Tensor:
+        """Vectors in the residual stream read out as the model reads its last residual state:
+        the final norm, then the unembedding (the logit lens). (..., d_model) -> (..., vocab)."""
+        return self.bridge.unembed(self.bridge.ln_final(x))
+
     # ------------------------------------------------------------------ reading
 
     def capture_z(self, store: dict[int, torch.Tensor], pos: int = -1, layers=None) -> list[Hook]:
