@@ -139,6 +139,15 @@ def test_invalid_metadata_is_refused_on_save_and_on_load(tmp_path, tiny_llama, s
         store.save(to_run(small_fit, tiny_llama, _task(), metrics={"toy": {"first": 0.5}}))
     with pytest.raises(RunError, match="has task 'other', which the run was not fitted on"):
         store.save(to_run(small_fit, tiny_llama, _task(), metrics={"other": SCORES}))
+    held_out = to_run(small_fit, tiny_llama, _task(), metrics={"other": SCORES})
+    held_out.meta["held_out"] = ["toy"]  # a task the run was fitted on cannot be held out
+    with pytest.raises(RunError, match="'held_out' must be a list of task names the run was not fitted on"):
+        store.save(held_out)
+    assert store.list().empty
+    held_out.meta["held_out"] = ["other"]  # scores on a held-out (unseen) task are kept
+    kept = store.load(store.save(held_out))
+    assert kept.meta["metrics"]["other"] == SCORES and kept.meta["held_out"] == ["other"]
+    store.delete(kept.id)
     assert store.list().empty and [p for p in tmp_path.iterdir() if p.is_dir()] == []
     run_id = store.save(to_run(small_fit, tiny_llama, _task()))
     meta_path = tmp_path / run_id / "meta.json"

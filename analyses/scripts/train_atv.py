@@ -140,6 +140,8 @@ def main(argv: list[str] | None = None) -> None:
               f"{lora_parameters(model, config.rank) if config.rank else '-'})", file=sys.stderr, flush=True)
 
     scores = score(model, fit, seen + unseen, set(unseen), args.template, args.limit, args.no_progress)
+    stem = f"atv_{args.model.replace('/', '--')}_{args.template}"
+    atomic.write_text(args.out / f"{stem}.csv", scores.to_csv(index=False))
     if not args.evaluate_only:
         atv_rows = scores[scores["method"] == "ATV"]
         metrics = {row.task: {"test_first_token_acc": row.first_token_acc, "test_prefix_match": row.prefix_match,
@@ -152,8 +154,6 @@ def main(argv: list[str] | None = None) -> None:
         shutil.rmtree(checkpoint, ignore_errors=True)  # the run holds the fit now
         print(f"saved run {run_id} in {store.root}", file=sys.stderr)
 
-    stem = f"atv_{args.model.replace('/', '--')}_{args.template}"
-    atomic.write_text(args.out / f"{stem}.csv", scores.to_csv(index=False))
     atv = scores[scores["method"] == "ATV"]
     for label, rows in (("seen", atv[atv["seen"]]), ("unseen", atv[~atv["seen"]])):
         print(f"\n## ATV on {label} tasks, test split, template {args.template}\n")

@@ -55,6 +55,7 @@ class AtvConfig(MethodConfig):
     init_std: float = 0.02  # A ~ N(0, init_std^2); B (or W) starts at 0
     loss: str = "answer"  # "answer" (every answer token + its end) or "first_token"
     per_task: int = 60  # at most this many training queries per task (a balanced mixture)
+    select_per_task: int = 20  # at most this many selection queries per task (the early-stop loss)
     steps: int = 1500  # at most: the fit stops once the selection loss stops improving
     lr: float = 1e-3  # Adam; cosine-decayed to lr/10
     batch_size: int = 32
@@ -122,13 +123,13 @@ class AdaptiveTaskVector(Method):
         encoder = encoder_for(config.encoder, model.device)
         t0 = time.perf_counter()
 
-        # the mixture: up to per_task training queries of every task, and every selection query
+        # the mixture: up to per_task training and select_per_task selection queries of every task
         train_pairs, select_pairs = [], []
         for task in tasks:
             pairs = selection_split(task, config.seed)
             chosen = rng.permutation(len(pairs.fit))[: config.per_task]
             train_pairs += [pairs.fit[i] for i in chosen]
-            select_pairs += pairs.select
+            select_pairs += pairs.select[: config.select_per_task]
         order = rng.permutation(len(train_pairs))
         train_pairs = [train_pairs[i] for i in order]
 

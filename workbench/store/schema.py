@@ -88,10 +88,14 @@ def validate(meta: dict) -> dict:
     need(isinstance(meta.get("prompt_start", ""), str), "'prompt_start' must be a string")  # optional: older runs lack it
     need(isinstance(meta["fit"], dict) and isinstance(meta["fit"].get("seconds"), Number),
          "'fit' must be an object with the fit's seconds")
+    held_out = meta.get("held_out", [])  # optional: tasks a mixture fit kept out, scored as unseen
+    need(isinstance(held_out, list) and all(isinstance(t, str) and t and t not in tasks for t in held_out),
+         "'held_out' must be a list of task names the run was not fitted on")
     metrics = meta["metrics"]
     need(isinstance(metrics, dict), "'metrics' must be an object")
     for task, scores in metrics.items():
-        need(task in tasks, f"'metrics' has task {task!r}, which the run was not fitted on")
+        need(task in tasks or task in held_out,
+             f"'metrics' has task {task!r}, which the run was not fitted on (nor holds out)")
         need(isinstance(scores, dict) and all(k in scores for k in TEST_METRICS),
              f"'metrics.{task}' lacks {', '.join(TEST_METRICS)}")
         for key in (*TEST_METRICS[:2], "test_prefix_match"):
