@@ -9,6 +9,7 @@ import torch
 
 from workbench.methods.atv import AdaptiveTaskVector, AtvConfig, layer_vectors, lora_parameters
 from workbench.methods.queries import prompt_batches, summed_loss
+from workbench.model.encoder import load_encoder
 from workbench.model.loading import load_model
 from workbench.store.codec import from_run, to_run
 from workbench.store.runs import RunError, RunStore
@@ -130,3 +131,25 @@ def test_a_checkpoint_of_another_fit_is_refused(tiny_llama, tasks, tmp_path):
     (folder / "state.safetensors").write_bytes(b"not a tensor file")
     with pytest.raises(ValueError, match="cannot be read|delete"):
         AdaptiveTaskVector.fit(tiny_llama, tasks, AtvConfig(**TINY), checkpoint=folder)
+
+
+def test_a_trained_s_is_fitted_saved_and_reloaded(tiny_llama, tmp_path):
+    uppercase = load_task("uppercase")
+    config = AtvConfig(**{**TINY, "steps": 6, "eval_every": 2, "lr": 1e-2, "train_encoder": True,
+                          "encoder_lr": 1e-2, "patience": 10})
+    fit = AdaptiveTaskVector.fit(tiny_llama, [uppercase], config)
+    fresh = dict(load_encoder("tiny-encoder").model.named_parameters())
+    assert fit.trace.best_step > 0 and set(fit.encoder_state) == set(fresh)
+    assert any(not torch.equal(fit.encoder_state[k].cpu(), fresh[k].detach()) for k in fresh)  # S moved
+    assert fit.encoder_parameters() == sum(p.numel() for p in fresh.values())
+    prompts = ["Q: hot\nA:", "Q: dog\nA:"]
+    frozen_s = AdaptiveTaskVector(tasks=fit.tasks, config=AtvConfig(**{**TINY}), A=fit.A, B=fit.B,
+                                  trace=fit.trace, n_layers=fit.n_layers)
+    assert not torch.allclose(fit.vectors(tiny_llama, prompts), frozen_s.vectors(tiny_llama, prompts))
+    store = RunStore(tmp_path)
+    loaded = from_run(store.load(store.save(to_run(fit, tiny_llama, [uppercase]))), tiny_llama)
+    torch.testing.assert_close(loaded.vectors(tiny_llama, prompts), fit.vectors(tiny_llama, prompts))
+    run = to_run(fit, tiny_llama, [uppercase])
+    run.tensors = {k: v for k, v in run.tensors.items() if not k.startswith("S.")}
+    with pytest.raises((RunError, ValueError), match="S's weights"):
+        from_run(store.load(store.save(run)), tiny_llama)

@@ -42,6 +42,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default=DEFAULT_MODEL)
     parser.add_argument("--encoder", default=defaults.encoder, help="S: the embedded MiniLM, or any HF folder / name")
+    parser.add_argument("--train-encoder", action="store_true", help="also fit S's weights (saved with the run)")
+    parser.add_argument("--encoder-lr", type=float, default=defaults.encoder_lr)
     parser.add_argument("--unseen", nargs="+", default=list(HELD_OUT), help="held-out tasks (never trained on)")
     parser.add_argument("--seen", nargs="+", default=None, help="training tasks (default: every other built-in task)")
     parser.add_argument("--template", default=DEFAULT_TEMPLATE)
@@ -117,7 +119,8 @@ def main(argv: list[str] | None = None) -> None:
         fit = from_run(run, model)
         seen, unseen = list(fit.tasks), list(run.meta.get("held_out", unseen))
     else:
-        config = AtvConfig(encoder=args.encoder, template=args.template, rank=args.rank, scale=args.scale,
+        config = AtvConfig(encoder=args.encoder, train_encoder=args.train_encoder, encoder_lr=args.encoder_lr,
+                           template=args.template, rank=args.rank, scale=args.scale,
                            loss=args.loss, when=args.when, per_task=args.per_task, steps=args.steps, lr=args.lr,
                            batch_size=args.batch_size, eval_every=args.eval_every, patience=args.patience,
                            seed=args.seed)

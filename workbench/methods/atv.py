@@ -16,15 +16,17 @@ A small model S writes each query its own vectors, one per layer of the target m
    tasks, the target and S frozen; keep the step with the lowest loss on the tasks' selection
    queries, stopping once it stops improving.
 
-S is frozen here (its states are computed once per query), so a fit step costs what an LTV
-step costs: the last prompt token and the answer tokens per query, from cached prefixes.
+By default S is frozen (its states are computed once per query), so a fit step costs what an
+LTV step costs: the last prompt token and the answer tokens per query, from cached prefixes.
+With ``train_encoder`` S's weights are fitted too (their own learning rate), S runs on every
+batch, and its weights are saved with the run.
 Unlike the other methods, one fit serves any query, of a task it was trained on or not.
 """
 
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -50,6 +52,8 @@ HELD_OUT = ("synonym", "present_gerund", "country_currency", "number_word_ordina
 @dataclass(kw_only=True)
 class AtvConfig(MethodConfig):
     encoder: str = DEFAULT_ENCODER  # S: the embedded all-MiniLM-L6-v2, "tiny-encoder", or any HF folder / name
+    train_encoder: bool = False  # also fit S's weights (as the paper does), at encoder_lr; saved with the run
+    encoder_lr: float = 5e-5
     rank: int = 16  # r of the map; 0: full rank (d_s x L * d_model)
     scale: float = 1.0  # lambda
     init_std: float = 0.02  # A ~ N(0, init_std^2); B (or W) starts at 0
@@ -107,6 +111,25 @@ class AdaptiveTaskVector(Method):
     trace: Trace
     n_layers: int
     n_train: int = 0  # training queries over all tasks
+    encoder_state: dict[str, torch.Tensor] | None = None  # S's fitted weights (train_encoder), else None
+    _encoder: LoadedEncoder | None = field(default=None, init=False, repr=False)
+
+    def encoder(self, device: torch.device) -> LoadedEncoder:
+        """S as this fit uses it: the shared frozen one, or a copy carrying the fitted weights."""
+        if self.encoder_state is None:
+            return encoder_for(self.config.encoder, device)
+        if self._encoder is None or self._encoder.device != torch.device(device):
+            encoder = load_encoder(self.config.encoder, device=device)
+            missing = set(self.encoder_state) - set(dict(encoder.model.named_parameters()))
+            try:
+                if missing:
+                    raise RuntimeError(f"unknown weights {sorted(missing)[:3]}")
+                encoder.model.load_state_dict(self.encoder_state, strict=False)
+            except RuntimeError as err:
+                raise ValueError(f"This ATV's trained S does not fit {self.config.encoder!r}: {err}") from None
+            encoder.model.requires_grad_(False)
+            self._encoder = encoder
+        return self._encoder
 
     @classmethod
     def fit(cls, model, tasks, config=None, progress=None, checkpoint: str | Path | None = None,
@@ -120,8 +143,12 @@ class AdaptiveTaskVector(Method):
         when = When.parse(config.when)
         rng = np.random.default_rng(config.seed)
         generator = torch.Generator().manual_seed(config.seed)
-        encoder = encoder_for(config.encoder, model.device)
         t0 = time.perf_counter()
+        if config.train_encoder:  # a private copy of S whose weights the fit changes
+            encoder = load_encoder(config.encoder, device=model.device)
+            s_names, s_params = zip(*encoder.model.named_parameters())
+        else:
+            encoder, s_names, s_params = encoder_for(config.encoder, model.device), (), ()
 
         # the mixture: up to per_task training and select_per_task selection queries of every task
         train_pairs, select_pairs = [], []
@@ -134,10 +161,17 @@ class AdaptiveTaskVector(Method):
         train_pairs = [train_pairs[i] for i in order]
 
         def cached(pairs, batch_size):
+            """(query batch, its prompts, h or None when S is trained and runs every time)."""
             prompts = [template.format_query(x) for x, _ in pairs]
             batches = prompt_batches(model, prompts, [y for _, y in pairs], template.separator, batch_size, config.loss)
+            chunks = [prompts[i : i + batch_size] for i in range(0, len(prompts), batch_size)]
+            if config.train_encoder:
+                return [(batch, chunk, None) for batch, chunk in zip(batches, chunks)]
             h = query_states(encoder, prompts).to(model.device)  # step 1: (N, d_s)
-            return list(zip(batches, torch.split(h, batch_size)))
+            return list(zip(batches, chunks, torch.split(h, batch_size)))
+
+        def states(prompts, h):  # step 1 for one batch: (B, d_s)
+            return encoder.encode(prompts).to(model.device) if h is None else h
 
         train, select = cached(train_pairs, config.batch_size), cached(select_pairs, 64)
 
@@ -152,6 +186,9 @@ class AdaptiveTaskVector(Method):
         else:
             A, B = None, torch.zeros(d_s, width, device=model.device, requires_grad=True)  # W
             params = [B]
+        lrs = [config.lr] * len(params) + [config.encoder_lr] * len(s_params)
+        n_map = len(params)
+        params += [p.requires_grad_(True) for p in s_params]
 
         # step 3
         def intervention(h: torch.Tensor) -> Intervention:
@@ -160,11 +197,12 @@ class AdaptiveTaskVector(Method):
 
         # step 4
         def train_loss() -> torch.Tensor:
-            batch, h = train[rng.integers(len(train))]
-            return summed_loss(model, batch, intervention(h)) / len(batch)
+            batch, prompts, h = train[rng.integers(len(train))]
+            return summed_loss(model, batch, intervention(states(prompts, h))) / len(batch)
 
         def valid_loss() -> float:
-            return sum(summed_loss(model, batch, intervention(h)).item() for batch, h in select) / len(select_pairs)
+            return sum(summed_loss(model, batch, intervention(states(prompts, h))).item()
+                       for batch, prompts, h in select) / len(select_pairs)
 
         report = (lambda step, total, record: progress("fit", step, total, record)) if progress else None
         if checkpoint is not None:
@@ -172,13 +210,15 @@ class AdaptiveTaskVector(Method):
             checkpoint = Checkpoint(Path(checkpoint), every=checkpoint_every, fingerprint=fingerprint)
         best, trace = fit_parameter(
             params, train_loss, valid_loss, steps=config.steps, lr=config.lr, eval_every=config.eval_every,
-            patience=config.patience, progress=report, checkpoint=checkpoint, rng=rng,
+            patience=config.patience, progress=report, checkpoint=checkpoint, rng=rng, lrs=lrs,
         )
+        encoder.model.requires_grad_(False)
         return cls(
             tasks=[task.name for task in tasks],
             config=config,
             A=best[0] if config.rank else None,
-            B=best[-1],
+            B=best[n_map - 1],
+            encoder_state=dict(zip(s_names, best[n_map:])) if config.train_encoder else None,
             trace=trace,
             n_layers=n_layers,
             n_train=len(train_pairs),
@@ -187,7 +227,7 @@ class AdaptiveTaskVector(Method):
 
     def vectors(self, model: LoadedModel, prompts: list[str]) -> torch.Tensor:
         """lambda * v for each prompt: (B, L, d_model) on the model's device."""
-        h = query_states(encoder_for(self.config.encoder, model.device), prompts).to(model.device)
+        h = query_states(self.encoder(model.device), prompts).to(model.device)
         if h.shape[1] != (self.B if self.A is None else self.A).shape[0]:
             raise ValueError(f"This ATV was fitted with a {(self.B if self.A is None else self.A).shape[0]}-wide S, but "
                              f"{self.config.encoder!r} gives {h.shape[1]}.")
@@ -205,17 +245,23 @@ class AdaptiveTaskVector(Method):
         return Deferred(name=self.name, build=build, when=when, needs_prompts=True)
 
     def parameters(self) -> int:
+        """The map's parameters (S's, when trained, are counted apart: :meth:`encoder_parameters`)."""
         return sum(t.numel() for t in (self.A, self.B) if t is not None)
+
+    def encoder_parameters(self) -> int:
+        return sum(t.numel() for t in (self.encoder_state or {}).values())
 
     def summary(self) -> dict:
         return {**super().summary(), "best_step": self.trace.best_step,
                 "valid_loss": round(self.trace.best_valid_loss, 4), "parameters": self.parameters(),
+                "trained_S_parameters": self.encoder_parameters(),
                 "tasks": len(self.tasks), "n_train": self.n_train}
 
     # ------------------------------------------------------------------ run codec
 
     def tensors(self) -> dict[str, torch.Tensor]:
-        return {"B": self.B} if self.A is None else {"A": self.A, "B": self.B}
+        tensors = {"B": self.B} if self.A is None else {"A": self.A, "B": self.B}
+        return {**tensors, **{f"S.{name}": t for name, t in (self.encoder_state or {}).items()}}
 
     def record(self) -> dict:
         return {**self.trace.record(), "n_layers": self.n_layers, "n_train": self.n_train}
@@ -224,8 +270,11 @@ class AdaptiveTaskVector(Method):
     def restore(cls, tensors, record, **common) -> "AdaptiveTaskVector":
         config = common["config"]
         expected = {"A", "B"} if config.rank else {"B"}
-        if set(tensors) != expected:
+        encoder_state = {k.removeprefix("S."): t for k, t in tensors.items() if k.startswith("S.")}
+        if set(tensors) - {f"S.{k}" for k in encoder_state} != expected:
             raise ValueError(f"An ATV run of rank {config.rank} holds {sorted(expected)}, not {sorted(tensors)}.")
+        if bool(encoder_state) != config.train_encoder:
+            raise ValueError("An ATV run holds S's weights exactly when S was trained (train_encoder).")
         return cls(
             **common,
             A=tensors.get("A"),
@@ -233,4 +282,5 @@ class AdaptiveTaskVector(Method):
             trace=Trace.from_record(record),
             n_layers=int(record["n_layers"]),
             n_train=int(record.get("n_train", 0)),
+            encoder_state=encoder_state or None,
         )

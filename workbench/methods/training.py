@@ -114,19 +114,23 @@ def fit_parameter(
     progress: Callable[[int, int, dict], None] | None = None,
     checkpoint: Checkpoint | None = None,
     rng: np.random.Generator | None = None,
+    lrs: list[float] | None = None,
 ) -> tuple[torch.Tensor, Trace]:
     """Minimise ``train_loss()`` (one mini-batch's mean loss, drawn by the caller) over the
     leaf tensor ``param`` (or a list of them); returns the parameter(s) at the step with the
     lowest ``valid_loss()`` (detached copies) and the trace. With a ``checkpoint`` the fit
     saves its state there and resumes from it; ``rng`` (the generator ``train_loss`` draws
-    its batches from) is saved with it, so a resumed fit draws the same batches."""
+    its batches from) is saved with it, so a resumed fit draws the same batches. ``lrs``
+    gives each tensor of the list its own learning rate (default: ``lr`` for all)."""
     params = list(param) if isinstance(param, (list, tuple)) else [param]
 
     def snapshot():
         copies = [p.detach().clone() for p in params]
         return copies if isinstance(param, (list, tuple)) else copies[0]
 
-    optimizer = torch.optim.Adam(params, lr=lr)
+    if lrs is not None and len(lrs) != len(params):
+        raise ValueError(f"{len(lrs)} learning rates for {len(params)} parameters.")
+    optimizer = torch.optim.Adam([{"params": [p], "lr": r} for p, r in zip(params, lrs or [lr] * len(params))])
     schedule = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda s: 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(s, steps) / steps))
     )
