@@ -153,3 +153,20 @@ def test_a_trained_s_is_fitted_saved_and_reloaded(tiny_llama, tmp_path):
     run.tensors = {k: v for k, v in run.tensors.items() if not k.startswith("S.")}
     with pytest.raises((RunError, ValueError), match="S's weights"):
         from_run(store.load(store.save(run)), tiny_llama)
+
+
+def test_all_positions_edit_the_prompt_and_fit_without_a_cache(tiny_llama, tasks):
+    config = AtvConfig(**{**TINY, "when": "all", "steps": 4, "eval_every": 2, "lr": 5e-2, "patience": 10})
+    fit = AdaptiveTaskVector.fit(tiny_llama, tasks, config)
+    assert fit.trace.best_valid_loss < fit.trace.history["valid_loss"].iloc[0]  # it learns
+    prompts, batch = _batch(tiny_llama, tasks[0].split(0)["test"][:4])
+    template = get_template("qa")
+    (whole,) = prompt_batches(tiny_llama, prompts, [y for _, y in tasks[0].split(0)["test"][:4]],
+                              template.separator, 4, "answer", cache=False)
+    torch.testing.assert_close(whole.logits(tiny_llama), batch.logits(tiny_llama), atol=1e-4, rtol=1e-4)
+    last = fit.intervention(when="last").for_prompts(tiny_llama, prompts)
+    torch.testing.assert_close(whole.logits(tiny_llama, last), batch.logits(tiny_llama, last), atol=1e-4, rtol=1e-4)
+    every = fit.intervention(when="all").for_prompts(tiny_llama, prompts)
+    assert not torch.allclose(whole.logits(tiny_llama, every), whole.logits(tiny_llama, last), atol=1e-4)
+    with pytest.raises(ValueError, match="not 'all'"):
+        batch.logits(tiny_llama, every)  # cached prefixes cannot take an edit of the prompt

@@ -50,7 +50,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--rank", type=int, default=defaults.rank, help="rank of the map; 0: full rank")
     parser.add_argument("--scale", type=float, default=defaults.scale, help="lambda")
     parser.add_argument("--loss", default=defaults.loss, choices=["answer", "first_token"])
-    parser.add_argument("--when", default=defaults.when, choices=["last", "generated"])
+    parser.add_argument("--when", default=defaults.when, choices=["last", "generated", "all"])
     parser.add_argument("--per-task", type=int, default=defaults.per_task, help="training queries per task")
     parser.add_argument("--steps", type=int, default=defaults.steps, help="at most (early stop on selection loss)")
     parser.add_argument("--lr", type=float, default=defaults.lr)

@@ -9,7 +9,9 @@ A small model S writes each query its own vectors, one per layer of the target m
        full rank:  v = reshape(h W),  W: (d_s, L * d_model)
    B (or W) starts at zero, so an untrained ATV leaves the model unchanged.
 3. Intervention: lambda * v[l] is ADDED to the residual output of every layer l at the last
-   prompt token of the query (and at every generated token with ``when="generated"``).
+   prompt token of the query (and at every generated token with ``when="generated"``; at every
+   position, prompt, teacher-forced answer and generated tokens, with ``when="all"``, as the
+   paper does: then the fit runs whole prompts instead of cached prefixes).
 4. Fit the map with Adam on the cross-entropy of the answer (``loss="answer"``: every answer
    token and the end-of-answer token, teacher-forced, as the paper trains; ``"first_token"``:
    up to the token that carries the answer) on zero-shot queries drawn from a MIXTURE of
@@ -65,6 +67,9 @@ class AtvConfig(MethodConfig):
     batch_size: int = 32
     eval_every: int = 50
     patience: int = 6
+
+    def __post_init__(self) -> None:  # ATV may also act at every position ("all"), as the paper does
+        self.when = When.parse(self.when).value
 
 
 _ENCODERS: dict[tuple[str, str], LoadedEncoder] = {}
@@ -141,6 +146,7 @@ class AdaptiveTaskVector(Method):
         config = cls._config(config)
         template = get_template(config.template)
         when = When.parse(config.when)
+        cache = when is not When.ALL  # an edit at every position changes the prefix: no cached prefixes
         rng = np.random.default_rng(config.seed)
         generator = torch.Generator().manual_seed(config.seed)
         t0 = time.perf_counter()
@@ -163,7 +169,8 @@ class AdaptiveTaskVector(Method):
         def cached(pairs, batch_size):
             """(query batch, its prompts, h or None when S is trained and runs every time)."""
             prompts = [template.format_query(x) for x, _ in pairs]
-            batches = prompt_batches(model, prompts, [y for _, y in pairs], template.separator, batch_size, config.loss)
+            batches = prompt_batches(model, prompts, [y for _, y in pairs], template.separator, batch_size, config.loss,
+                                     cache=cache)
             chunks = [prompts[i : i + batch_size] for i in range(0, len(prompts), batch_size)]
             if config.train_encoder:
                 return [(batch, chunk, None) for batch, chunk in zip(batches, chunks)]

@@ -19,6 +19,10 @@ objectives read these columns (``workbench.scoring``):
   learns to stop.
 
 A batch feeds only the answer tokens its objective needs.
+
+An edit at every position ("all", ATV's option) changes the prefix too, so it cannot use the
+cache: such batches (``cache=False``) keep the left-padded prompts and run them whole each
+time, returning the same columns.
 """
 
 from __future__ import annotations
@@ -39,16 +43,24 @@ OBJECTIVES = ("first_token", "answer")
 
 @dataclass
 class QueryBatch:
-    cached: inference.CachedPrompts  # the prompts' prefixes, run once
+    cached: inference.CachedPrompts | None  # the prompts' prefixes, run once (None: run whole every time)
     inputs: torch.Tensor  # (B, C): last prompt token, then teacher-forced answer tokens
     targets: torch.Tensor  # (B, C): the token each column predicts; -100 where none
     mask: torch.Tensor  # (B, C) 1 for real columns (the inputs' attention mask)
+    prompts: inference.Batch | None = None  # without a cache: the left-padded prompts (B, P)
 
     def __len__(self) -> int:
         return len(self.targets)
 
     def logits(self, model: LoadedModel, intervention: Intervention | None = None) -> torch.Tensor:
         """(B, C, vocab) with the intervention acting from column 0 (differentiable)."""
+        if self.cached is None:  # the whole prompt, then the answer columns: (B, P - 1 + C)
+            end = self.prompts.tokens.shape[1] - 1  # the last prompt token's column
+            tokens = torch.cat([self.prompts.tokens[:, :-1], self.inputs], dim=1)
+            attention = torch.cat([self.prompts.attention_mask[:, :-1], self.mask], dim=1)
+            hooks = intervention.hooks(model, "prompt", prompt_end=end) if intervention is not None else []
+            logits = model.bridge.run_with_hooks(tokens, attention_mask=attention, fwd_hooks=hooks)
+            return logits[:, end:]  # (B, C, vocab)
         hooks = intervention.hooks(model, "prompt", prompt_end=0) if intervention is not None else []
         if intervention is not None and not intervention.last_token_only:
             raise ValueError("Cached queries score edits that start at the last prompt token, not 'all' positions.")
@@ -78,8 +90,10 @@ def prompt_batches(
     separator: str,
     batch_size: int,
     objective: str = "first_token",
+    cache: bool = True,
 ) -> list[QueryBatch]:
-    """Any prompts (zero- or k-shot) with their answers, cached in mini-batches in order."""
+    """Any prompts (zero- or k-shot) with their answers, cached in mini-batches in order
+    (``cache=False``: kept whole, for edits at every position)."""
     if objective not in OBJECTIVES:
         raise ValueError(f"Unknown objective {objective!r}: use {', '.join(OBJECTIVES)}.")
     pad = model.tokenizer.pad_token_id
@@ -89,17 +103,19 @@ def prompt_batches(
         tokens = [scoring.answer_tokens(model.tokenizer, y, separator) for y in answers[start : start + batch_size]]
         read = [a.first_ids if objective == "first_token" else a.ids for a in tokens]  # the tokens predicted
         width = max(len(r) for r in read)  # C
-        cached = inference.cache_prefixes(model, chunk)
+        cached = inference.cache_prefixes(model, chunk) if cache else None
+        whole = None if cache else inference.encode(model, chunk)
+        last = cached.last_tokens[:, 0] if cache else whole.tokens[:, -1]  # (B,)
         inputs = torch.full((len(chunk), width), pad, dtype=torch.long)
         targets = torch.full((len(chunk), width), -100, dtype=torch.long)
         mask = torch.zeros((len(chunk), width), dtype=torch.long)
         for i, predicted in enumerate(read):
-            inputs[i, 0] = cached.last_tokens[i, 0]
+            inputs[i, 0] = last[i]
             inputs[i, 1 : len(predicted)] = torch.tensor(predicted[:-1])
             targets[i, : len(predicted)] = torch.tensor(predicted)
             mask[i, : len(predicted)] = 1
         device = model.device
-        batches.append(QueryBatch(cached, inputs.to(device), targets.to(device), mask.to(device)))
+        batches.append(QueryBatch(cached, inputs.to(device), targets.to(device), mask.to(device), whole))
     return batches
 
 
