@@ -110,7 +110,8 @@ def test_an_interrupted_fit_resumes_from_its_checkpoint_to_the_same_result(tiny_
     with pytest.raises(Interrupted):  # killed after step 8; the last checkpoint is step 5's
         AdaptiveTaskVector.fit(tiny_llama, tasks, config, progress=_interrupt_at(8), checkpoint=folder,
                                checkpoint_every=5)
-    assert (folder / "state.json").is_file() and (folder / "state.safetensors").is_file()
+    assert (folder / "state.json").is_file() and [p.name for p in folder.glob("*.safetensors")] == [
+        "state-0000005.safetensors"]
     steps_run = []
     resumed = AdaptiveTaskVector.fit(tiny_llama, tasks, config, checkpoint=folder, checkpoint_every=5,
                                      progress=lambda phase, step, total, record: steps_run.append(step))
@@ -128,7 +129,7 @@ def test_a_checkpoint_of_another_fit_is_refused(tiny_llama, tasks, tmp_path):
     AdaptiveTaskVector.fit(tiny_llama, tasks, AtvConfig(**TINY), checkpoint=folder, checkpoint_every=1)
     with pytest.raises(ValueError, match="another fit"):
         AdaptiveTaskVector.fit(tiny_llama, tasks, AtvConfig(**{**TINY, "lr": 0.5}), checkpoint=folder)
-    (folder / "state.safetensors").write_bytes(b"not a tensor file")
+    (next(folder.glob("state-*.safetensors"))).write_bytes(b"not a tensor file")
     with pytest.raises(ValueError, match="cannot be read|delete"):
         AdaptiveTaskVector.fit(tiny_llama, tasks, AtvConfig(**TINY), checkpoint=folder)
 
@@ -170,3 +171,20 @@ def test_all_positions_edit_the_prompt_and_fit_without_a_cache(tiny_llama, tasks
     assert not torch.allclose(whole.logits(tiny_llama, every), whole.logits(tiny_llama, last), atol=1e-4)
     with pytest.raises(ValueError, match="not 'all'"):
         batch.logits(tiny_llama, every)  # cached prefixes cannot take an edit of the prompt
+
+
+def test_a_fit_killed_between_the_two_checkpoint_files_resumes_from_the_previous_one(tiny_llama, tasks, tmp_path):
+    config = AtvConfig(**{**TINY, "steps": 8, "eval_every": 2, "lr": 1e-2, "patience": 10})
+    whole = AdaptiveTaskVector.fit(tiny_llama, tasks, config)
+    folder = tmp_path / "checkpoint"
+    with pytest.raises(Interrupted):
+        AdaptiveTaskVector.fit(tiny_llama, tasks, config, progress=_interrupt_at(5), checkpoint=folder,
+                               checkpoint_every=2)
+    kept = {p.name: p.read_bytes() for p in folder.iterdir()}
+    # a kill after the next tensor file was written but before the JSON that names it
+    (folder / "state-0000006.safetensors").write_bytes(b"a newer, unnamed tensor file")
+    steps_run = []
+    resumed = AdaptiveTaskVector.fit(tiny_llama, tasks, config, checkpoint=folder, checkpoint_every=2,
+                                     progress=lambda phase, step, total, record: steps_run.append(step))
+    assert "state-0000004.safetensors" in kept and steps_run[0] == 5
+    assert torch.equal(resumed.B, whole.B) and torch.equal(resumed.A, whole.A)

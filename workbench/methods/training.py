@@ -8,8 +8,9 @@ zero-shot queries (:mod:`workbench.methods.queries`), so a step runs one token p
 A long fit (ATV's, on a mixture of tasks) can keep a :class:`Checkpoint`: every few steps
 the parameters, the best ones so far, Adam's moments, the learning-rate schedule, the
 caller's batch generator and the loss history are written to a folder (safetensors + JSON,
-each file atomically, the JSON last). Run the same fit again with the same checkpoint and it
-goes on from the last one saved, to the same result an uninterrupted fit gives.
+each file atomically; the JSON, written last, names the tensor file, so a fit killed between
+the two writes leaves the previous checkpoint whole). Run the same fit again with the same
+checkpoint and it goes on from the last one saved, to the same result an uninterrupted fit gives.
 """
 
 from __future__ import annotations
@@ -53,7 +54,7 @@ class Trace:
 
 @dataclass
 class Checkpoint:
-    """A fit's state in ``folder`` (``state.safetensors`` + ``state.json``), saved every
+    """A fit's state in ``folder`` (``state-<step>.safetensors`` + ``state.json``), saved every
     ``every`` steps and when the fit ends. ``fingerprint`` (settings, tasks, model: any JSON)
     must match to resume, so a changed fit never continues from another fit's state."""
 
@@ -66,24 +67,26 @@ class Checkpoint:
         self.fingerprint = json.loads(json.dumps(self.fingerprint))  # as it reads back
 
     @property
-    def paths(self) -> tuple[Path, Path]:
-        return self.folder / "state.safetensors", self.folder / "state.json"
+    def json_path(self) -> Path:
+        return self.folder / "state.json"
 
     def save(self, tensors: dict[str, torch.Tensor], state: dict) -> None:
-        tensors_path, json_path = self.paths
         step = str(state["step"])
-        atomic.write_bytes(tensors_path, save_tensors({k: t.detach().contiguous().cpu() for k, t in tensors.items()},
-                                                      metadata={"step": step}))
-        atomic.write_text(json_path, json.dumps({"fingerprint": self.fingerprint, **state}))
+        name = f"state-{int(step):07d}.safetensors"
+        atomic.write_bytes(self.folder / name, save_tensors(
+            {k: t.detach().contiguous().cpu() for k, t in tensors.items()}, metadata={"step": step}))
+        atomic.write_text(self.json_path, json.dumps({"fingerprint": self.fingerprint, "tensors": name, **state}))
+        for old in self.folder.glob("state-*.safetensors"):  # the JSON names the new one now
+            if old.name != name:
+                old.unlink(missing_ok=True)
 
     def load(self) -> tuple[dict[str, torch.Tensor], dict] | None:
         """The saved tensors and state, or None when there is no checkpoint yet."""
-        tensors_path, json_path = self.paths
-        if not json_path.is_file():
+        if not self.json_path.is_file():
             return None
         try:
-            state = json.loads(json_path.read_text())
-            raw = tensors_path.read_bytes()
+            state = json.loads(self.json_path.read_text())
+            raw = (self.folder / Path(str(state["tensors"])).name).read_bytes()
             tensors = load_tensors(raw)
         except Exception as error:  # OSError, JSON errors, safetensors.SafetensorError
             raise ValueError(f"The checkpoint in {self.folder} cannot be read ({error}); delete the folder to start over.") from None
@@ -91,7 +94,7 @@ class Checkpoint:
             raise ValueError(f"The checkpoint in {self.folder} belongs to another fit (other settings, tasks or model); "
                              "delete it or choose another folder.")
         if _safetensors_step(raw) != str(state["step"]):
-            raise ValueError(f"The checkpoint in {self.folder} is half-written (its two files name different steps); "
+            raise ValueError(f"The checkpoint in {self.folder} is damaged (its two files name different steps); "
                              "delete the folder to start over.")
         return tensors, state
 
