@@ -1,5 +1,7 @@
 """Atomic writes (workbench/atomic.py): a file or folder appears whole or not at all."""
 
+from pathlib import Path
+
 import pytest
 
 from workbench import atomic
@@ -38,6 +40,23 @@ def test_folder_appears_only_on_a_clean_exit(tmp_path):
         (tmp / "b.txt").write_text("new")
     assert sorted(p.name for p in target.iterdir()) == ["b.txt"]
     assert [p.name for p in tmp_path.iterdir()] == ["run"]  # no leftovers
+
+
+def test_folder_leaves_files_beside_it_alone(tmp_path, monkeypatch):
+    """Other processes write beside a run (the index's SQLite journal comes and goes): a folder
+    write must not open them, or it fails when one vanishes between listing and opening."""
+    (tmp_path / "index.sqlite-journal").write_text("someone else's")
+    opened = []
+    real_open = open
+
+    def recording_open(path, *args, **kwargs):
+        opened.append(Path(path).name)
+        return real_open(path, *args, **kwargs)
+
+    monkeypatch.setattr("builtins.open", recording_open)
+    with atomic.folder(tmp_path / "run") as tmp:
+        (tmp / "a.txt").write_text("whole")
+    assert "index.sqlite-journal" not in opened and "a.txt" in opened
 
 
 def test_remove_folder(tmp_path):

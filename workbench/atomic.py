@@ -70,16 +70,23 @@ def folder(target: str | Path, *, replace: bool = False) -> Iterator[Path]:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    _flush_folder(target.parent)  # and the rename itself
+    _sync_folder_entry(target.parent)  # and the rename itself (its siblings are not ours)
 
 
 def _flush_folder(path: Path) -> None:
-    """fsync the files directly in ``path``, then ``path`` itself (best effort where a file
-    system cannot sync a folder)."""
+    """fsync the files directly in ``path`` (a folder only this process writes), then
+    ``path`` itself."""
     for item in path.iterdir():
         if item.is_file() and not item.is_symlink():
             with open(item, "rb") as handle:
                 os.fsync(handle.fileno())
+    _sync_folder_entry(path)
+
+
+def _sync_folder_entry(path: Path) -> None:
+    """fsync the folder ``path`` itself, so renames in it are on disk (best effort where a
+    file system cannot sync a folder). Its files are left alone: other processes may be
+    creating and deleting them (an SQLite journal beside the runs, for one)."""
     try:
         fd = os.open(path, os.O_RDONLY)
     except OSError:
