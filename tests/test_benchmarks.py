@@ -17,9 +17,11 @@ def test_site_benchmark_writes_one_row_per_task_and_a_mean(tmp_path, capsys):
 
 def test_bos_benchmark_measures_both_prompt_starts(tmp_path, capsys):
     load_script("bench_bos").main(["--model", "tiny-llama", "--tasks", "antonym", "--shots", "0", "2", "--limit", "3",
-                               "--out", str(tmp_path)])  # fmt: skip
+                               "--methods", "TV", "--out", str(tmp_path)])  # fmt: skip
     table = pd.read_csv(tmp_path / "bos_tiny-llama_qa.csv", keep_default_na=False)
-    assert len(table) == 2 * 2 * 2  # bos x split x shots
+    assert len(table) == 2 * 2 * 3  # bos x split x (zero-shot, 2-shot ICL, TV)
+    assert sorted(set(table["method"])) == ["2-shot ICL", "TV", "zero-shot"]
+    assert (table[table["method"] == "TV"]["fit_s"].astype(float) > 0).all()  # fitted once per prompt start
     assert set(table[table["bos"]]["prompt_start"]) == {"<bos>"} and set(table[~table["bos"]]["prompt_start"]) == {""}
     assert (table["n"] == 3).all() and table[["first", "prefix", "exact"]].apply(lambda c: c.between(0, 1)).all().all()
     assert "pooled over 1 tasks" in capsys.readouterr().out

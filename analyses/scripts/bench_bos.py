@@ -1,9 +1,13 @@
 """Prompts with and without the model's BOS token at their start (SmolLM2: the chat-role
-token ``<|im_start|>``): zero-shot and 10-shot ICL on a few tasks, valid and test splits,
-all three answer metrics. The choice is made on valid (pooled over items).
+token ``<|im_start|>``): zero-shot, k-shot ICL and fitted methods on a few tasks, valid and
+test splits, all three answer metrics. The choice is made on valid (pooled over items).
 
-    python analyses/scripts/bench_bos.py
+    python analyses/scripts/bench_bos.py                    # zero-shot and 10-shot ICL
     python analyses/scripts/bench_bos.py --tasks antonym present_past --shots 0 5
+    python analyses/scripts/bench_bos.py --methods SITE LTV # also fits each method per prompt start
+
+A method is fitted once per task and prompt start (with its default settings) and scored on
+both splits with the prompts of that start: the prompt start is part of what it learns.
 
 Prints markdown (per task and split, then pooled per split) and writes
 analyses/results/bos_<model>_<template>.csv.
@@ -20,6 +24,8 @@ from tqdm import tqdm
 from workbench import atomic
 from workbench.experiments.comparison import RESULTS
 from workbench.experiments.evaluation import evaluate, summarize
+from workbench.experiments.measure import Measure
+from workbench.methods import METHODS
 from workbench.model.loading import DEFAULT_MODEL, load_model
 from workbench.tasks.files import load_task
 from workbench.tasks.prompts import DEFAULT_TEMPLATE
@@ -31,6 +37,7 @@ parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.R
 parser.add_argument("--model", default=DEFAULT_MODEL)
 parser.add_argument("--tasks", nargs="+", default=TASKS)
 parser.add_argument("--shots", type=int, nargs="+", default=[0, 10])
+parser.add_argument("--methods", nargs="*", default=[], choices=list(METHODS), help="fitted methods to measure too")
 parser.add_argument("--template", default=DEFAULT_TEMPLATE)
 parser.add_argument("--limit", type=int, default=None, help="items per split (default: all)")
 parser.add_argument("--out", type=Path, default=RESULTS)
@@ -39,27 +46,38 @@ parser.add_argument("--out", type=Path, default=RESULTS)
 def pooled(table: pd.DataFrame) -> pd.DataFrame:
     """Each metric over all items of all tasks (tasks weighted by their size)."""
     weighted = table.assign(**{m: table[m] * table["n"] for m in METRICS.values()})
-    sums = weighted.groupby(["shots", "bos"])[[*METRICS.values(), "n"]].sum()
+    sums = weighted.groupby(["method", "bos"], sort=False)[[*METRICS.values(), "n"]].sum()
     return sums[list(METRICS.values())].div(sums["n"], axis=0).join(sums["n"]).reset_index()
 
 
 def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     model = load_model(args.model)
+    out = args.out / f"bos_{args.model.replace('/', '--')}_{args.template}.csv"
     rows = []
     for name in tqdm(args.tasks, desc="tasks"):
         task = load_task(name)
         for bos in (True, False):
             model.prepend_bos = bos
+            record = {"task": name, "bos": bos, "prompt_start": model.prompt_start}
             for split in ("valid", "test"):
                 frames = [evaluate(model, task, shots=k, template=args.template, split=split, limit=args.limit) for k in args.shots]
                 for row in summarize(pd.concat(frames)).itertuples():
-                    rows.append({"task": name, "split": split, "bos": bos, "prompt_start": model.prompt_start,
-                                 "shots": row.shots, "n": row.n,
+                    rows.append({**record, "split": split, "n": row.n,
+                                 "method": f"{row.shots}-shot ICL" if row.shots else "zero-shot",
                                  **{short: getattr(row, metric) for metric, short in METRICS.items()}})
-    table = pd.DataFrame(rows)
-    out = args.out / f"bos_{args.model.replace('/', '--')}_{args.template}.csv"
-    atomic.write_text(out, table.to_csv(index=False))
+            for method_name in args.methods:
+                method = METHODS[method_name]
+                with Measure(model.device) as m:
+                    fit = method.fit(model, task, method.Config(template=args.template))
+                for split in ("valid", "test"):
+                    frame = evaluate(model, task, template=args.template, split=split, limit=args.limit,
+                                     intervention=fit.intervention(task.name), seed=fit.config.seed)
+                    row = summarize(frame).iloc[0]
+                    rows.append({**record, "split": split, "method": method_name, "n": int(row.n),
+                                 **{short: row[metric] for metric, short in METRICS.items()}, "fit_s": m.seconds})
+        table = pd.DataFrame(rows)  # written after every task: a kill keeps what is done
+        atomic.write_text(out, table.to_csv(index=False))
     print(f"## Per task (template {args.template}; first = first-token accuracy, prefix = prefix match, "
           "exact = exact match)\n")
     print(table.to_markdown(index=False, floatfmt=".2f"))
