@@ -558,7 +558,10 @@ def _store_stamp(store) -> tuple:
     """What changes when the runs a store lists change: its SQLite index, or (a read-only
     store, listed from its folders) the run folders' metadata files."""
     if not store.read_only:
-        stat = (store.root / "index.sqlite").stat()
+        index = store.root / "index.sqlite"
+        if not index.exists():  # a new store: its first listing creates the index
+            return ("index", 0, 0)
+        stat = index.stat()
         return ("index", stat.st_mtime_ns, stat.st_size)
     metas = [path.stat().st_mtime_ns for path in store.root.glob("*/meta.json")]
     return ("folders", len(metas), max(metas, default=0))

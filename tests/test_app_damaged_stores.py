@@ -103,3 +103,12 @@ def test_head_relevance_offers_a_new_fit_for_a_damaged_run(healthy_store, tmp_pa
     at = open_page("head_relevance", task="uppercase")  # the healthy task's map still shows
     no_exception(at)
     assert at.get("plotly_chart") and not at.error
+
+
+def test_a_new_empty_user_store_is_no_problem(tmp_path, monkeypatch):
+    """A first start: the user store's folder does not exist yet (so it has no index)."""
+    root = private_stores(monkeypatch, tmp_path)
+    assert not root.exists()
+    at = open_page("home")
+    no_exception(at)
+    assert not at.error and not [w.value for w in at.warning]
