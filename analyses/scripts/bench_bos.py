@@ -59,23 +59,22 @@ def main(argv: list[str] | None = None) -> None:
         task = load_task(name)
         for bos in (True, False):
             model.prepend_bos = bos
-            record = {"task": name, "bos": bos, "prompt_start": model.prompt_start}
-            for split in ("valid", "test"):
-                frames = [evaluate(model, task, shots=k, template=args.template, split=split, limit=args.limit) for k in args.shots]
-                for row in summarize(pd.concat(frames)).itertuples():
-                    rows.append({**record, "split": split, "n": row.n,
-                                 "method": f"{row.shots}-shot ICL" if row.shots else "zero-shot",
-                                 **{short: getattr(row, metric) for metric, short in METRICS.items()}})
-            for method_name in args.methods:
+            fits, fit_seconds = {}, {}
+            for method_name in args.methods:  # fitted under this prompt start
                 method = METHODS[method_name]
                 with Measure(model.device) as m:
-                    fit = method.fit(model, task, method.Config(template=args.template))
-                for split in ("valid", "test"):
-                    frame = evaluate(model, task, template=args.template, split=split, limit=args.limit,
-                                     intervention=fit.intervention(task.name), seed=fit.config.seed)
-                    row = summarize(frame).iloc[0]
-                    rows.append({**record, "split": split, "method": method_name, "n": int(row.n),
-                                 **{short: row[metric] for metric, short in METRICS.items()}, "fit_s": m.seconds})
+                    fits[method_name] = method.fit(model, task, method.Config(template=args.template))
+                fit_seconds[method_name] = m.seconds
+            for split in ("valid", "test"):
+                common = dict(template=args.template, split=split, limit=args.limit)
+                frames = [evaluate(model, task, shots=k, **common) for k in args.shots]
+                frames += [evaluate(model, task, intervention=fit.intervention(task.name), method=label,
+                                    seed=fit.config.seed, **common) for label, fit in fits.items()]
+                for row in summarize(pd.concat(frames)).itertuples():
+                    rows.append({"task": name, "bos": bos, "prompt_start": model.prompt_start, "split": split,
+                                 "n": row.n, "method": row.method,
+                                 **{short: getattr(row, metric) for metric, short in METRICS.items()},
+                                 **({"fit_s": fit_seconds[row.method]} if row.method in fit_seconds else {})})
         table = pd.DataFrame(rows)  # written after every task: a kill keeps what is done
         atomic.write_text(out, table.to_csv(index=False))
     print(f"## Per task (template {args.template}; first = first-token accuracy, prefix = prefix match, "
