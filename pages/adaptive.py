@@ -163,7 +163,7 @@ with st.status(f"Reading {app_state.text(query)} with run {app_state.text(run_id
             means[name] = task_means(run_id, model.name, task_i.content_hash, model, fit, task_i)
         others, problems = {}, []
         for name in mean_tasks:
-            fits_i, rows_i, problems_i = app_state.task_fits(name, model, adaptive.REFERENCE_METHODS)
+            fits_i, rows_i, problems_i = app_state.task_fits(name, model, adaptive.reference_methods())
             problems += problems_i
             for method, fit_i in fits_i.items():
                 others[(name, method)] = method_vectors(rows_i[method]["id"], model.name, model, fit_i)

@@ -19,12 +19,12 @@ from workbench.regression import bundled
 from workbench.regression.baselines import BASELINES
 from workbench.regression.benchmark import SHIFTS
 from workbench.regression.curves import MODEL_NAME
-from workbench.regression.task_vectors import METHODS, PLAIN, TRUNCATED
+from workbench.regression.task_vectors import PLAIN, REGRESSION_METHODS, TRUNCATED
 
 app_state.enter_page()
 
-ROWS = [PLAIN, TRUNCATED, *METHODS, *BASELINES]
-DEFAULT_ROWS = [PLAIN, *METHODS, "least_squares"]
+ROWS = [PLAIN, TRUNCATED, *REGRESSION_METHODS, *BASELINES]
+DEFAULT_ROWS = [PLAIN, *REGRESSION_METHODS, "least_squares"]
 
 st.title("Function regression")
 st.caption(

@@ -132,15 +132,10 @@ def test_a_task_mean_is_its_own_best_match(tiny_llama, fit, tasks):
 
 def test_tv_fv_and_ltv_vectors_per_layer(tiny_llama):
     task = load_task("antonym")
-    settings = {
-        "TV": dict(shots=2, n_prompts=4),
-        "FV": dict(shots=2, n_prompts=4, n_shuffled=4, top_k=3, candidates=8),
-        "LTV": dict(shots=2, n_prompts=4, steps=2, eval_every=1, batch_size=8),
-    }
     shape = tiny_llama.heads.shape
     references = {}
-    for name in adaptive.REFERENCE_METHODS:
-        fit = METHODS[name].fit(tiny_llama, task, METHODS[name].Config(**settings[name]))
+    for name in adaptive.reference_methods():
+        fit = METHODS[name].fit(tiny_llama, task, METHODS[name].Config(**METHODS[name].tiny_settings))
         vectors = adaptive.reference_vectors(fit, tiny_llama)
         assert vectors.shape == (shape.n_layers, shape.d_model)
         references[("antonym", name)] = vectors

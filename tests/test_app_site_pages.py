@@ -11,7 +11,7 @@ from app_pages import ROOT, TIMEOUT, figure_array, no_exception, open_page, priv
 from app_pages import charts as page_charts
 from streamlit.testing.v1 import AppTest
 
-from workbench.methods.site import Site, SiteConfig
+from workbench.methods.site import SoftInjection, SiteConfig
 from workbench.scoring import METRICS
 from workbench.store.codec import to_run
 from workbench.store.runs import RunStore
@@ -27,7 +27,7 @@ def filled_store(tiny_llama, tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("site_runs")
     store = RunStore(root)
     for name in FITTED:
-        fit = Site.fit(tiny_llama, load_task(name), TINY)
+        fit = SoftInjection.fit(tiny_llama, load_task(name), TINY)
         metrics = {name: {"test_first_token_acc": 0.25, "test_exact_match": 0.0, "n_test": 4}}
         store.save(to_run(fit, tiny_llama, load_task(name), metrics=metrics))
     return root

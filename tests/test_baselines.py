@@ -7,9 +7,9 @@ import pandas as pd
 
 from workbench.experiments.evaluation import evaluate
 from workbench.interventions import Intervention, add_to_residual, replace_head, replace_residual
-from workbench.methods import function_vector as fv
+from workbench.methods import fv
 from workbench.methods import ltv, selection
-from workbench.methods import task_vector as tv
+from workbench.methods import tv
 from workbench.methods.activations import task_embedding, task_residuals
 from workbench.methods.queries import hits, prompt_batches
 from workbench.methods.training import Trace
@@ -214,7 +214,7 @@ def test_indirect_effect_is_zero_for_a_head_that_writes_nothing(name):
 
 def _ltv(theta, activations):
     """An LTV fit with the given weights and head activations."""
-    return ltv.LearnableTaskVector(tasks=["toy"], config=ltv.LtvConfig(), theta=theta, activations=activations,
+    return ltv.LearnableTaskVector(tasks=["toy"], config=ltv.LtvConfig(), theta=theta, embedding=activations,
                                    trace=Trace(0, 0.0, pd.DataFrame()))
 
 
@@ -274,9 +274,9 @@ def test_ltv_fit_lowers_the_valid_loss_on_a_synthetic_task(tiny_llama):
 def fits(tiny_llama):
     task = _task()
     return {
-        "TV": tv.TaskVector.fit(tiny_llama, task, tv.TaskVectorConfig(shots=2, n_prompts=4)),
+        "TV": tv.TaskVector.fit(tiny_llama, task, tv.TvConfig(shots=2, n_prompts=4)),
         "FV": fv.FunctionVector.fit(
-            tiny_llama, task, fv.FunctionVectorConfig(shots=2, n_prompts=4, n_shuffled=4, top_k=3)
+            tiny_llama, task, fv.FvConfig(shots=2, n_prompts=4, n_shuffled=4, top_k=3)
         ),
         "LTV": ltv.LearnableTaskVector.fit(
             tiny_llama, task, ltv.LtvConfig(shots=2, n_prompts=4, steps=2, eval_every=1, batch_size=8)
@@ -286,10 +286,10 @@ def fits(tiny_llama):
 
 def test_fitted_baselines_plug_into_evaluate(tiny_llama, fits):
     tv_fit, fv_fit = fits["TV"], fits["FV"]
-    assert len(tv_fit.curve) == 3 and tv_fit.layer == selection.best_layer(tv_fit.curve)
-    assert fv_fit.effects.shape == (3, 4) and len(fv_fit.heads) == 3 and len(fv_fit.sweep) == 3
+    assert len(tv_fit.layer_sweep) == 3 and tv_fit.layer == selection.best_layer(tv_fit.layer_sweep)
+    assert fv_fit.effects.shape == (3, 4) and len(fv_fit.heads) == 3 and len(fv_fit.layer_sweep) == 3
     assert torch.allclose(
-        fv_fit.vector, fv.function_vector(tiny_llama, fv_fit.activations, fv_fit.effects, 3)
+        fv_fit.vector, fv.function_vector(tiny_llama, fv_fit.embedding, fv_fit.effects, 3)
     )
     for name, fit in fits.items():
         frame = evaluate(
@@ -313,16 +313,16 @@ def test_store_round_trip(tmp_path, tiny_llama, fits, method):
     assert type(loaded) is type(fit) and loaded.fit_seconds == fit.fit_seconds
     if method == "TV":
         assert torch.equal(loaded.vectors, fit.vectors) and loaded.layer == fit.layer
-        assert loaded.curve.equals(fit.curve) and loaded.config == fit.config
+        assert loaded.layer_sweep.equals(fit.layer_sweep) and loaded.config == fit.config
     elif method == "FV":
-        assert torch.equal(loaded.effects, fit.effects) and torch.equal(loaded.activations, fit.activations)
+        assert torch.equal(loaded.effects, fit.effects) and torch.equal(loaded.embedding, fit.embedding)
         assert torch.equal(loaded.vector, fit.vector) and (loaded.top_k, loaded.layer) == (
             fit.top_k,
             fit.layer,
         )
-        assert loaded.heads == fit.heads and loaded.sweep.equals(fit.sweep) and loaded.config == fit.config
+        assert loaded.heads == fit.heads and loaded.layer_sweep.equals(fit.layer_sweep) and loaded.config == fit.config
     else:
-        assert torch.equal(loaded.theta, fit.theta) and torch.equal(loaded.activations, fit.activations)
+        assert torch.equal(loaded.theta, fit.theta) and torch.equal(loaded.embedding, fit.embedding)
         assert loaded.trace.best_step == fit.trace.best_step and loaded.config == fit.config
     assert loaded.meta["metrics"] == SCORES
     plain = inference.last_logits(tiny_llama, ZERO_SHOT, fit.intervention().hooks(tiny_llama))

@@ -232,7 +232,7 @@ def test_bad_fit_settings_fail_before_the_model_loads(tmp_path, capsys, extra, m
 
 
 def test_a_layer_the_model_lacks_fails_right_after_the_model_loads(tmp_path, capsys, monkeypatch):
-    from workbench.methods.function_vector import FunctionVector
+    from workbench.methods.fv import FunctionVector
 
     monkeypatch.setattr(FunctionVector, "fit", lambda *a, **k: pytest.fail("fitted with a bad layer"))
     rc, _, err = run(["fit", "--method", "FV", "--model", "tiny-llama", "--task", "antonym", "--layer", "99",

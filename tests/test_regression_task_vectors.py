@@ -26,9 +26,9 @@ def _long(n: int = 9, batch: int = 8, seed: int = 0) -> Batch:
     return sample_batch(FamilyConfig(n_dims=3, n_points=n), batch, generator(seed))
 
 
-def _settings(**overrides) -> tv.TaskVectorConfig:
+def _settings(**overrides) -> tv.RegressionVectorConfig:
     values = {"steps": 6, "batch_size": 16, "eval_every": 3, "n_valid": 32, "n_effect_prompts": 16}
-    return tv.TaskVectorConfig(n_train=N_TRAIN, fit_points=(N_TRAIN + 1, 10), **{**values, **overrides})
+    return tv.RegressionVectorConfig(n_train=N_TRAIN, fit_points=(N_TRAIN + 1, 10), **{**values, **overrides})
 
 
 def test_source_is_the_query_with_the_last_training_length_examples():

@@ -3,7 +3,7 @@ import torch
 
 from workbench.interventions import Intervention, mix_heads
 from workbench.methods.activations import task_embedding
-from workbench.methods.site import Site, SiteConfig
+from workbench.methods.site import SoftInjection, SiteConfig
 from workbench.model import inference
 from workbench.tasks.task import Task
 
@@ -80,7 +80,7 @@ def test_cached_prefix_logits_equal_the_full_forward(tiny_model):
 
 
 def test_fit_lowers_the_valid_loss_on_a_synthetic_task(tiny_llama):
-    fit = Site.fit(tiny_llama, _task(), TINY)
+    fit = SoftInjection.fit(tiny_llama, _task(), TINY)
     start = fit.trace.history["valid_loss"].iloc[0]
     assert fit.trace.best_valid_loss < start - 0.01
     assert fit.trace.best_step > 0
@@ -89,7 +89,7 @@ def test_fit_lowers_the_valid_loss_on_a_synthetic_task(tiny_llama):
 
 def test_task_agnostic_fit_shares_one_alpha_over_tasks(tiny_llama):
     tasks = [_task("a"), _task("b", answer=lambda i: "q")]
-    fit = Site.fit(tiny_llama, tasks, TINY)
+    fit = SoftInjection.fit(tiny_llama, tasks, TINY)
     assert fit.tasks == ["a", "b"] and set(fit.embeddings) == {"a", "b"}
     assert not torch.allclose(fit.embeddings["a"], fit.embeddings["b"])
     with pytest.raises(KeyError, match="is for 'a', 'b', not 'c'"):

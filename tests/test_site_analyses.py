@@ -35,7 +35,7 @@ from workbench.experiments.transfer import (
     transfer_per_query,
     with_similarity,
 )
-from workbench.methods.site import Site, SiteConfig
+from workbench.methods.site import SoftInjection, SiteConfig
 from workbench.tasks.files import load_task
 
 TINY = SiteConfig(steps=4, n_prompts=4, shots=2, eval_every=2, batch_size=8)
@@ -49,7 +49,7 @@ def tasks():
 
 @pytest.fixture(scope="module")
 def fits(tiny_llama, tasks):
-    return {name: Site.fit(tiny_llama, task, TINY) for name, task in tasks.items()}
+    return {name: SoftInjection.fit(tiny_llama, task, TINY) for name, task in tasks.items()}
 
 
 # ----------------------------------------------------------------------------- head maps

@@ -10,7 +10,7 @@ import os
 import pytest
 import torch
 
-from workbench.methods.site import Site, SiteConfig
+from workbench.methods.site import SoftInjection, SiteConfig
 from workbench.model.loading import load_model
 from workbench.store import schema
 from workbench.store.codec import from_run, to_run
@@ -27,7 +27,7 @@ def _task(name="toy", n=40, answer=lambda i: "z"):
 
 @pytest.fixture(scope="module")
 def small_fit(tiny_llama):
-    return Site.fit(tiny_llama, _task(), SiteConfig(template="qa", shots=2, n_prompts=4, steps=3, eval_every=1, batch_size=8))
+    return SoftInjection.fit(tiny_llama, _task(), SiteConfig(template="qa", shots=2, n_prompts=4, steps=3, eval_every=1, batch_size=8))
 
 
 def test_store_round_trip(tmp_path, tiny_llama, small_fit):

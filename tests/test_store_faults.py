@@ -25,7 +25,7 @@ import torch
 
 import workbench.store.runs as runs_module
 from workbench import atomic
-from workbench.methods.task_vector import TaskVector, TaskVectorConfig
+from workbench.methods.tv import TaskVector, TvConfig
 from workbench.store.codec import from_run, to_run
 from workbench.store.runs import RunStore
 from workbench.tasks.files import load_task
@@ -33,7 +33,7 @@ from workbench.tasks.files import load_task
 SEED = 20261124
 KILLS = 40
 ROOT = Path(__file__).resolve().parent.parent
-CONFIG = TaskVectorConfig(n_prompts=3, shots=1)
+CONFIG = TvConfig(n_prompts=3, shots=1)
 
 
 def fit_and_save_forever(root: str, conn, lock_timeout: float | None = None) -> None:

@@ -31,7 +31,7 @@ from workbench.regression import benchmark, bundled
 from workbench.regression import task_vectors as tv
 from workbench.regression.families import FAMILIES, FamilyConfig
 
-TABLE_ROWS = [tv.PLAIN, tv.TRUNCATED, *tv.METHODS, "least_squares", "lasso", "3-nn", "averaging"]
+TABLE_ROWS = [tv.PLAIN, tv.TRUNCATED, *tv.REGRESSION_METHODS, "least_squares", "lasso", "3-nn", "averaging"]
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

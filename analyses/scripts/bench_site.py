@@ -26,7 +26,7 @@ from workbench import atomic
 from workbench.experiments.comparison import RESULTS
 from workbench.experiments.evaluation import evaluate, majority_baseline, summarize
 from workbench.experiments.measure import Measure
-from workbench.methods.site import Site, SiteConfig
+from workbench.methods.site import SoftInjection, SiteConfig
 from workbench.model import inference
 from workbench.model.loading import DEFAULT_MODEL, load_model
 from workbench.store.codec import to_run
@@ -57,7 +57,7 @@ def forward_ratio(model, task, template, injection, shots: int, repeats: int = 3
 def bench_task(model, task, config: SiteConfig, shots: int, limit: int | None, store: RunStore | None):
     template = get_template(config.template)
     with Measure(model.device) as fit_m:
-        fit = Site.fit(model, task, config)
+        fit = SoftInjection.fit(model, task, config)
     frames, measures = {}, {}
     for label, kwargs in (
         ("zero-shot", {"shots": 0}),

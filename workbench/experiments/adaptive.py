@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 import pandas as pd
 import torch
@@ -217,43 +217,20 @@ def task_mean_vectors(
     return total / len(queries)  # (L, d_model)
 
 
-def _tv_vectors(fit, model: LoadedModel) -> torch.Tensor:
-    # TV's candidate at every layer: the mean k-shot residual after that layer (TV REPLACES
-    # the residual with it, at its chosen layer ``fit.layer``).
-    return fit.vectors.to(model.device).float()
-
-
-def _fv_vectors(fit, model: LoadedModel) -> torch.Tensor:
-    # FV: one vector, added after one layer; no vector at the others.
-    shape = model.heads.shape
-    out = torch.full((shape.n_layers, shape.d_model), float("nan"), device=model.device)
-    out[fit.layer] = fit.vector.to(model.device).float()
-    return out
-
-
-def _ltv_vectors(fit, model: LoadedModel) -> torch.Tensor:
-    # LTV: v[l] = sum_h theta[l,h] W_O[l,h] a[l,h], added after every layer l.
-    return fit.vectors(model).float()
-
-
-REFERENCE_METHODS: dict[str, Callable[[Method, LoadedModel], torch.Tensor]] = {
-    "TV": _tv_vectors,
-    "FV": _fv_vectors,
-    "LTV": _ltv_vectors,
-}
-
-
 def reference_vectors(fit: Method, model: LoadedModel) -> torch.Tensor:
-    """A single-task method's vector at each layer, to compare with ATV's: (L, d_model),
-    NaN at layers where it has none.
+    """A single-task method's vector at each layer, to compare with ATV's: (L, d_model), NaN at
+    layers where it has none (the method's optional verb ``per_layer_vectors``; methods that
+    offer it: :func:`reference_methods`)."""
+    if not fit.offers("per_layer_vectors"):
+        raise ValueError(f"No per-layer vectors for {fit.name}: use one of {', '.join(reference_methods())}.")
+    return fit.per_layer_vectors(model)
 
-    * TV: the mean k-shot residual after every layer (TV's candidates; it replaces the
-      residual with the one at its chosen layer, so this is a state, not an added vector);
-    * FV: its one vector at the layer it is added after; NaN elsewhere;
-    * LTV: v[l] = sum_h theta[l,h] W_O[l,h] a[l,h], the vector it adds after layer l."""
-    if fit.name not in REFERENCE_METHODS:
-        raise ValueError(f"No per-layer vectors for {fit.name}: use one of {', '.join(REFERENCE_METHODS)}.")
-    return REFERENCE_METHODS[fit.name](fit, model)
+
+def reference_methods() -> list[str]:
+    """The registered methods whose fits have per-layer vectors to compare with ATV's."""
+    from workbench.methods import METHODS
+
+    return [name for name, method in METHODS.items() if method.offers("per_layer_vectors")]
 
 
 def task_similarity(vectors: torch.Tensor, references: Mapping[tuple[str, str], torch.Tensor]) -> pd.DataFrame:

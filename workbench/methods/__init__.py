@@ -1,34 +1,36 @@
 """The methods: one module each, the math readable top to bottom, and this registry.
 
-    task_vector      TV    replace the residual after one layer with a mean k-shot residual
-    function_vector  FV    add the summed outputs of the most causal heads after one layer
-    ltv              LTV   add a learned weighted sum of head outputs after every layer
-    site             SITE  mix a task embedding into every head's output with learned weights
+    tv    TV    replace the residual after one layer with a mean k-shot residual
+    fv    FV    add the summed outputs of the most causal heads after one layer
+    ltv   LTV   add a learned weighted sum of head outputs after every layer
+    site  SITE  mix a task embedding into every head's output with learned weights
+    atv   ATV   add per-query vectors, written by a small model S from the query, after every layer
 
-Every method keeps the contract of :class:`workbench.methods.base.Method` (fit,
-intervention, head map, summary, and the run codec's halves). They share ingredients
+Every method keeps the contract of :class:`workbench.methods.base.Method` (fit, intervention,
+head map, summary, optional verbs; the run codec reads its fields). They share ingredients
 through their own modules, never by importing each other:
 
-    activations  mean activations over k-shot prompts (the task embedding)
+    settings     a setting's declaration: default, bounds, help (Config fields)
+    activations  mean activations over k-shot prompts (the task embedding), PromptsConfig
     queries      zero-shot queries cached once and scored at the last token
-    selection    layer sweeps and choice on valid; the top-k heads of a map
-    training     the fit loop of the methods that learn parameters
+    selection    layer sweeps and choice on the selection split; the top-k heads of a map
+    training     the fit loop of the methods that learn parameters, LearnedConfig
 
-:data:`METHODS` is the only list of methods: the CLI, the scripts and the pages take it
-from here. Adding a method is one module and one line below.
+:data:`METHODS` is the only list of methods: the CLI, the scripts, the pages and the tests
+take it from here. Adding a method is one module and one line below (README, "Adding a method").
 """
 
 from __future__ import annotations
 
 from workbench.methods.atv import AdaptiveTaskVector
 from workbench.methods.base import HeadMap, Method, MethodConfig, Progress
-from workbench.methods.function_vector import FunctionVector
+from workbench.methods.fv import FunctionVector
 from workbench.methods.ltv import LearnableTaskVector
-from workbench.methods.site import Site
-from workbench.methods.task_vector import TaskVector
+from workbench.methods.site import SoftInjection
+from workbench.methods.tv import TaskVector
 
 METHODS: dict[str, type[Method]] = {
-    method.name: method for method in (TaskVector, FunctionVector, LearnableTaskVector, Site, AdaptiveTaskVector)
+    method.name: method for method in (TaskVector, FunctionVector, LearnableTaskVector, SoftInjection, AdaptiveTaskVector)
 }
 
 __all__ = ["METHODS", "HeadMap", "Method", "MethodConfig", "Progress", "get_method", "head_map_methods"]

@@ -11,10 +11,30 @@ from a task's fitting pairs by :func:`workbench.tasks.prompts.train_prompts`:
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 
+from workbench.methods.base import MethodConfig
+from workbench.methods.settings import setting
 from workbench.model import inference
 from workbench.model.loading import LoadedModel
+from workbench.tasks.prompts import PromptTemplate, train_prompts
+from workbench.tasks.task import Pair
+
+
+@dataclass(kw_only=True)
+class PromptsConfig(MethodConfig):
+    """The settings of every method that averages activations over k-shot prompts."""
+
+    shots: int = setting(10, "k: demonstrations per k-shot prompt that builds the task embedding", minimum=1)
+    n_prompts: int = setting(50, "M: k-shot prompts averaged into the task embedding", minimum=1, flag="--prompts")
+
+
+def embedding_prompts(pool: list[Pair], template: PromptTemplate, config: PromptsConfig) -> list[str]:
+    """The M k-shot prompts, drawn from the fitting ``pool``, whose activations are averaged."""
+    prompts, _ = train_prompts(pool, template, config.shots, config.n_prompts, config.seed)
+    return prompts
 
 
 @torch.no_grad()

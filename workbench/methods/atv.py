@@ -27,21 +27,18 @@ Unlike the other methods, one fit serves any query, of a task it was trained on 
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from workbench.interventions import Deferred, Intervention, When, add_to_residual
-from workbench.methods.base import Method, MethodConfig
+from workbench.methods.base import Method, MethodConfig, saved
 from workbench.methods.queries import prompt_batches, summed_loss
-from workbench.methods.selection import selection_split
-from workbench.methods.training import Checkpoint, Trace, fit_parameter
+from workbench.methods.settings import retuned, setting
+from workbench.methods.training import Checkpoint, LearnedConfig, Trace, learn
 from workbench.model.encoder import DEFAULT_ENCODER, LoadedEncoder, load_encoder
 from workbench.model.loading import LoadedModel
-from workbench.tasks.prompts import get_template
 
 
 # Built-in tasks held out of the shipped ATV's training mixture: one of each kind (word
@@ -52,24 +49,22 @@ HELD_OUT = ("synonym", "present_gerund", "country_currency", "number_word_ordina
 
 
 @dataclass(kw_only=True)
-class AtvConfig(MethodConfig):
-    encoder: str = DEFAULT_ENCODER  # S: the embedded all-MiniLM-L6-v2, "tiny-encoder", or any HF folder / name
-    train_encoder: bool = False  # also fit S's weights (as the paper does), at encoder_lr; saved with the run
-    encoder_lr: float = 5e-5
-    rank: int = 16  # r of the map; 0: full rank (d_s x L * d_model)
-    scale: float = 1.0  # lambda
-    init_std: float = 0.02  # A ~ N(0, init_std^2); B (or W) starts at 0
-    loss: str = "answer"  # "answer" (every answer token + its end) or "first_token"
-    per_task: int = 60  # at most this many training queries per task (a balanced mixture)
-    select_per_task: int = 20  # at most this many selection queries per task (the early-stop loss)
-    steps: int = 1500  # at most: the fit stops once the selection loss stops improving
-    lr: float = 1e-3  # Adam; cosine-decayed to lr/10
-    batch_size: int = 32
-    eval_every: int = 50
-    patience: int = 6
-
-    def __post_init__(self) -> None:  # ATV may also act at every position ("all"), as the paper does
-        self.when = When.parse(self.when).value
+class AtvConfig(LearnedConfig):
+    when: str = retuned(MethodConfig, "when", "last", choices=("last", "generated", "all"),
+                        help="where the vectors act: the last prompt token, also every generated token, or every "
+                        "position (all, as the paper does)")
+    encoder: str = setting(DEFAULT_ENCODER, "S: the embedded all-MiniLM-L6-v2, tiny-encoder, or any HF folder / name")
+    train_encoder: bool = setting(False, "also fit S's weights (as the paper does), at encoder_lr; saved with the run")
+    encoder_lr: float = setting(5e-5, "Adam learning rate of S's weights (with train_encoder)", above=0)
+    rank: int = setting(16, "r of the map; 0: full rank (d_s x L * d_model)", minimum=0)
+    scale: float = setting(1.0, "lambda: the vectors' scale")
+    init_std: float = setting(0.02, "A ~ N(0, init_std^2); B (or W) starts at 0", minimum=0)
+    loss: str = retuned(LearnedConfig, "loss", "answer")
+    per_task: int = setting(60, "training queries per task at most (a balanced mixture)", minimum=1)
+    select_per_task: int = setting(20, "selection queries per task at most (the early-stop loss)", minimum=1)
+    steps: int = retuned(LearnedConfig, "steps", 1500)
+    lr: float = retuned(LearnedConfig, "lr", 1e-3)
+    eval_every: int = retuned(LearnedConfig, "eval_every", 50)
 
 
 _ENCODERS: dict[tuple[str, str], LoadedEncoder] = {}
@@ -110,13 +105,14 @@ class AdaptiveTaskVector(Method):
     title = "Adaptive task vectors"
     Config = AtvConfig
     several_tasks = True  # one fit on a mixture of tasks; it then serves any query
+    tiny_settings = dict(encoder="tiny-encoder", rank=4, per_task=16, steps=3, eval_every=1, batch_size=8)
 
     A: torch.Tensor | None  # (d_s, r) at the best step; None at full rank
     B: torch.Tensor  # (r, L * d_model), or W: (d_s, L * d_model) at full rank
     trace: Trace
     n_layers: int
     n_train: int = 0  # training queries over all tasks
-    encoder_state: dict[str, torch.Tensor] | None = None  # S's fitted weights (train_encoder), else None
+    encoder_state: dict[str, torch.Tensor] | None = saved(None, key="S")  # S's fitted weights (train_encoder)
     _encoder: LoadedEncoder | None = field(default=None, init=False, repr=False)
 
     def encoder(self, device: torch.device) -> LoadedEncoder:
@@ -142,14 +138,9 @@ class AdaptiveTaskVector(Method):
         """Fit the map on the mixture of ``tasks``. With ``checkpoint`` (a folder) the fit
         saves its state there every ``checkpoint_every`` steps and, run again with the same
         settings, tasks and model, resumes from it."""
-        tasks = cls._tasks(tasks)
-        config = cls._config(config)
-        template = get_template(config.template)
-        when = When.parse(config.when)
+        setup = cls.begin(model, tasks, config)
+        config, template, rng, when, tasks = setup.config, setup.template, setup.rng, setup.when, setup.tasks
         cache = when is not When.ALL  # an edit at every position changes the prefix: no cached prefixes
-        rng = np.random.default_rng(config.seed)
-        generator = torch.Generator().manual_seed(config.seed)
-        t0 = time.perf_counter()
         if config.train_encoder:  # a private copy of S whose weights the fit changes
             encoder = load_encoder(config.encoder, device=model.device)
             s_names, s_params = zip(*encoder.model.named_parameters())
@@ -159,7 +150,7 @@ class AdaptiveTaskVector(Method):
         # the mixture: up to per_task training and select_per_task selection queries of every task
         train_pairs, select_pairs = [], []
         for task in tasks:
-            pairs = selection_split(task, config.seed)
+            pairs = setup.selections[task.name]
             chosen = rng.permutation(len(pairs.fit))[: config.per_task]
             train_pairs += [pairs.fit[i] for i in chosen]
             select_pairs += pairs.select[: config.select_per_task]
@@ -186,7 +177,7 @@ class AdaptiveTaskVector(Method):
         n_layers, d_model = model.heads.shape.n_layers, model.heads.shape.d_model
         d_s, width = encoder.d, n_layers * d_model
         if config.rank:
-            A = (config.init_std * torch.randn(d_s, config.rank, generator=generator)).to(model.device)
+            A = (config.init_std * torch.randn(d_s, config.rank, generator=setup.generator)).to(model.device)
             A.requires_grad_(True)  # (d_s, r)
             B = torch.zeros(config.rank, width, device=model.device, requires_grad=True)  # (r, L * d_model)
             params = [A, B]
@@ -211,14 +202,10 @@ class AdaptiveTaskVector(Method):
             return sum(summed_loss(model, batch, intervention(states(prompts, h))).item()
                        for batch, prompts, h in select) / len(select_pairs)
 
-        report = (lambda step, total, record: progress("fit", step, total, record)) if progress else None
         if checkpoint is not None:
             fingerprint = {"config": config.as_dict(), "tasks": [t.name for t in tasks], "model": model.name}
             checkpoint = Checkpoint(Path(checkpoint), every=checkpoint_every, fingerprint=fingerprint)
-        best, trace = fit_parameter(
-            params, train_loss, valid_loss, steps=config.steps, lr=config.lr, eval_every=config.eval_every,
-            patience=config.patience, progress=report, checkpoint=checkpoint, rng=rng, lrs=lrs,
-        )
+        best, trace = learn(params, train_loss, valid_loss, config, progress, checkpoint=checkpoint, rng=rng, lrs=lrs)
         encoder.model.requires_grad_(False)
         return cls(
             tasks=[task.name for task in tasks],
@@ -229,7 +216,7 @@ class AdaptiveTaskVector(Method):
             trace=trace,
             n_layers=n_layers,
             n_train=len(train_pairs),
-            fit_seconds=time.perf_counter() - t0,
+            fit_seconds=setup.seconds(),
         )
 
     def vectors(self, model: LoadedModel, prompts: list[str]) -> torch.Tensor:
@@ -266,28 +253,11 @@ class AdaptiveTaskVector(Method):
 
     # ------------------------------------------------------------------ run codec
 
-    def tensors(self) -> dict[str, torch.Tensor]:
-        tensors = {"B": self.B} if self.A is None else {"A": self.A, "B": self.B}
-        return {**tensors, **{f"S.{name}": t for name, t in (self.encoder_state or {}).items()}}
-
-    def record(self) -> dict:
-        return {**self.trace.record(), "n_layers": self.n_layers, "n_train": self.n_train}
-
     @classmethod
-    def restore(cls, tensors, record, **common) -> "AdaptiveTaskVector":
-        config = common["config"]
+    def check_restored(cls, tensors, record, config) -> None:
         expected = {"A", "B"} if config.rank else {"B"}
-        encoder_state = {k.removeprefix("S."): t for k, t in tensors.items() if k.startswith("S.")}
-        if set(tensors) - {f"S.{k}" for k in encoder_state} != expected:
+        encoder_state = {k for k in tensors if k.startswith("S.")}
+        if set(tensors) - encoder_state != expected:
             raise ValueError(f"An ATV run of rank {config.rank} holds {sorted(expected)}, not {sorted(tensors)}.")
         if bool(encoder_state) != config.train_encoder:
             raise ValueError("An ATV run holds S's weights exactly when S was trained (train_encoder).")
-        return cls(
-            **common,
-            A=tensors.get("A"),
-            B=tensors["B"],
-            trace=Trace.from_record(record),
-            n_layers=int(record["n_layers"]),
-            n_train=int(record.get("n_train", 0)),
-            encoder_state=encoder_state or None,
-        )

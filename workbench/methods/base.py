@@ -10,77 +10,105 @@ went). Like a scikit-learn estimator it has a few verbs:
 * ``.head_map()`` / ``.relevance()``: the optional (L, H) map, and how much each head matters
   under the method's sign convention (:class:`HeadMap`);
 * ``.summary()``: the headline numbers of the fit, for tables;
-* the run codec's halves, ``.tensors()`` / ``.record()`` and ``Method.restore(...)``:
-  :mod:`workbench.store.codec` saves and loads every method through them.
+* optional verbs, which :meth:`Method.offers` tells about: ``.per_layer_vectors(model)``;
+* the run codec's halves, ``.tensors()`` / ``.record()`` and ``Method.restore(...)``, read
+  off the method's own dataclass fields: :mod:`workbench.store.codec` saves and loads every
+  method through them, and a method writes none of them.
 
-The registry (:mod:`workbench.methods`) lists the classes; the CLI, scripts and pages take
-the method list from it.
+What every fit starts with (tasks, config checked against its bounds, template, ``when``,
+seeded generators, each task's selection split) is :meth:`Method.begin`; a method's
+settings are the fields of its Config, each declared once with its bounds and help
+(:mod:`workbench.methods.settings`). The registry (:mod:`workbench.methods`) lists the
+classes; the CLI, scripts, pages and tests take the method list and the settings from it.
 """
 
 from __future__ import annotations
 
-import math
+import time
+import typing
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field, fields
+import dataclasses
+from dataclasses import MISSING, asdict, dataclass, field
 from typing import Any, ClassVar
 
+import numpy as np
+import pandas as pd
 import torch
 
 from workbench.interventions import Intervention, When
+from workbench.methods import settings
+from workbench.methods.selection import Selection, selection_split
+from workbench.methods.settings import setting
 from workbench.model.loading import LoadedModel
-from workbench.tasks.prompts import DEFAULT_TEMPLATE
+from workbench.tasks.prompts import DEFAULT_TEMPLATE, PromptTemplate, get_template
 from workbench.tasks.task import Task
 
 Progress = Callable[[str, int, int, dict], None]  # (stage, done, total, record of the step)
 
-# What a setting of any method must be, by its name (MethodConfig.check): the least whole
-# number, or for rates a finite number above (lr) or from (init_std) zero.
-AT_LEAST = {"seed": 0, "shots": 1, "n_prompts": 1, "n_shuffled": 1, "candidates": 1, "steps": 1, "batch_size": 1, "top_k": 1,
-            "eval_every": 1, "patience": 1, "rank": 0, "per_task": 1}
-ABOVE_ZERO, FROM_ZERO = ("lr",), ("init_std",)
+LOSSES = ("first_token", "answer")  # what a learned fit's cross-entropy covers (workbench.methods.queries)
 
 
 @dataclass(kw_only=True)
 class MethodConfig:
-    """Settings every method has; each method's config adds its own."""
+    """Settings every method has; each method's config adds its own. Every field is a
+    :func:`~workbench.methods.settings.setting`: its default, bounds and help, declared once."""
 
-    template: str = DEFAULT_TEMPLATE  # prompt template (name or custom format), recorded with every result
-    seed: int = 0  # split, prompt sampling and initialisation
-    when: str = "last"  # where the intervention acts: "last" prompt token, or also every "generated" token
+    template: str = setting(DEFAULT_TEMPLATE, "prompt template: qa, arrow, or a custom format with {x} "
+                            "(recorded with every result)")
+    seed: int = setting(0, "seed of the split, the prompt sampling and the initialisation", minimum=0)
+    when: str = setting("last", "where the intervention acts: the last prompt token, or also every generated token",
+                        choices=("last", "generated"))
 
     def __post_init__(self) -> None:
-        self.when = When.parse(self.when).value
-        if self.when == When.ALL.value:
-            raise ValueError("Methods fit on cached prefixes: 'when' is 'last' or 'generated', not 'all'.")
+        if isinstance(self.when, (str, When)):
+            self.when = When.parse(self.when).value
 
     def as_dict(self) -> dict:
         return asdict(self)
 
     def check(self, n_layers: int | None = None, names: dict[str, str] | None = None) -> None:
         """Raise ValueError, naming the setting (``names`` maps a field to what the caller
-        calls it, e.g. a CLI flag), unless every setting can give a real fit: whole numbers
-        in range, finite positive rates, a layer the model has, a usable template."""
+        calls it, e.g. a CLI flag), unless every setting is within the bounds its field
+        declares (:mod:`workbench.methods.settings`), the layer one the model has, and the
+        template usable."""
         from workbench.tasks.prompts import get_template
 
+        settings.check(self, n_layers, names)
         get_template(self.template)
-        for f in fields(self):
-            value, name = getattr(self, f.name), (names or {}).get(f.name, f.name)
-            if f.name in AT_LEAST or f.name == "layer":
-                if value is None and f.name == "layer":
-                    continue
-                if isinstance(value, bool) or not isinstance(value, int):
-                    raise ValueError(f"{name} must be a whole number, got {value!r}.")
-                low = AT_LEAST.get(f.name, 0)
-                if value < low:
-                    raise ValueError(f"{name} must be >= {low}, got {value}.")
-                if f.name == "layer" and n_layers is not None and value >= n_layers:
-                    raise ValueError(f"{name} must be below the model's {n_layers} layers, got {value}.")
-            elif f.name in ABOVE_ZERO + FROM_ZERO:
-                if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-                    raise ValueError(f"{name} must be a finite number, got {value!r}.")
-                if value < 0 or (value == 0 and f.name in ABOVE_ZERO):
-                    raise ValueError(f"{name} must be {'>' if f.name in ABOVE_ZERO else '>='} 0, got {value}.")
+
+
+def saved(default: Any = MISSING, *, key: str | None = None, aliases: tuple[str, ...] = (),
+          default_factory: Any = MISSING) -> Any:
+    """A fitted method's field, as the run codec saves it under ``key`` (default: its name)
+    and also reads it under ``aliases`` (the names older runs used)."""
+    return field(default=default, default_factory=default_factory,
+                 metadata={"codec": {"key": key, "aliases": aliases}})
+
+
+@dataclass(frozen=True)
+class Setup:
+    """What every fit starts from (:meth:`Method.begin`)."""
+
+    tasks: list[Task]
+    config: Any  # the method's Config, checked
+    template: PromptTemplate
+    when: When
+    rng: np.random.Generator  # mini-batch draws, seeded by config.seed
+    generator: torch.Generator  # initialisation, seeded by config.seed
+    selections: dict[str, Selection]  # task -> its fitting pool and selection items
+    t0: float  # when the fit began (perf_counter)
+
+    @property
+    def task(self) -> Task:
+        return self.tasks[0]
+
+    @property
+    def selection(self) -> Selection:
+        return self.selections[self.tasks[0].name]
+
+    def seconds(self) -> float:
+        return time.perf_counter() - self.t0
 
 
 @dataclass(frozen=True)
@@ -100,6 +128,7 @@ class Method(ABC):
     Config: ClassVar[type[MethodConfig]]
     head_map_info: ClassVar[HeadMap | None] = None  # None: acts on the residual stream, no head map
     several_tasks: ClassVar[bool] = False  # one fit may serve several tasks at once
+    tiny_settings: ClassVar[dict] = {}  # the smallest settings that run every step of a fit (the test suite's)
 
     tasks: list[str]
     config: MethodConfig
@@ -137,21 +166,86 @@ class Method(ABC):
         """Headline numbers of the fit for tables (fit time, chosen layer, best step, ...)."""
         return {"fit_s": round(self.fit_seconds, 1)}
 
-    # ------------------------------------------------------------------ the run codec's halves
-
-    @abstractmethod
-    def tensors(self) -> dict[str, torch.Tensor]:
-        """The fitted tensors, saved as safetensors."""
-
-    @abstractmethod
-    def record(self) -> dict:
-        """The method's own fit record (JSON-able: chosen layer, curves, trace, timings)."""
+    def per_layer_vectors(self, model: LoadedModel) -> torch.Tensor:
+        """Optional verb: the vector the method adds (or writes) at each layer, (L, d_model) on
+        the model's device, NaN at layers where it has none; the Adaptive view compares a
+        query's ATV vectors with it. :meth:`offers` tells which methods have it."""
+        raise NotImplementedError(f"{self.name} has no per-layer vectors.")
 
     @classmethod
-    @abstractmethod
+    def offers(cls, verb: str) -> bool:
+        """Whether this method implements the optional verb ``verb`` (e.g. "per_layer_vectors")."""
+        return getattr(cls, verb) is not getattr(Method, verb)
+
+    # ------------------------------------------------------------------ the run codec's halves
+    #
+    # Read off the subclass's own dataclass fields, by type: a tensor (or an optional one) is
+    # saved as ``key``; a dict of tensors as ``key.<name>``; a record part (a type with
+    # ``record()`` and ``from_record()``, e.g. the training Trace) is spread into the record; a
+    # data frame is saved as its columns; anything else as JSON. ``saved(key=, aliases=)`` names
+    # a field's key and the names older runs used.
+
+    def tensors(self) -> dict[str, torch.Tensor]:
+        """The fitted tensors, saved as safetensors."""
+        out: dict[str, torch.Tensor] = {}
+        for part in _parts(type(self)):
+            value = getattr(self, part.name)
+            if part.kind == "tensor" and value is not None:
+                out[part.key] = value
+            elif part.kind == "tensors":
+                out.update({f"{part.key}.{name}": t for name, t in (value or {}).items()})
+        return out
+
+    def record(self) -> dict:
+        """The method's own fit record (JSON-able: chosen layer, curves, trace, timings)."""
+        out: dict = {}
+        for part in _parts(type(self)):
+            value = getattr(self, part.name)
+            if part.kind == "record":
+                out.update(value.record())
+            elif part.kind == "frame":
+                out[part.key] = value.to_dict(orient="list")
+            elif part.kind == "json":
+                out[part.key] = value
+        return {**out, **self.record_extra()}
+
+    def record_extra(self) -> dict:
+        """Derived values written for readers of the JSON, never read back (default none)."""
+        return {}
+
+    @classmethod
     def restore(cls, tensors: dict[str, torch.Tensor], record: dict, **common: Any) -> "Method":
         """Rebuild a fitted method from what :meth:`tensors` and :meth:`record` saved;
-        ``common`` holds the fields every method has (tasks, config, fit_seconds, meta)."""
+        ``common`` holds the fields every method has (tasks, config, fit_seconds, meta).
+        Raises KeyError naming a missing piece, ValueError for pieces that do not fit."""
+        values = {}
+        for part in _parts(cls):
+            names = (part.key, *part.aliases)
+            if part.kind == "tensor":
+                found = next((tensors[n] for n in names if n in tensors), None)
+                if found is None and not part.optional:
+                    raise KeyError(part.key)
+                values[part.name] = found
+            elif part.kind == "tensors":
+                prefix = next((n for n in names if any(k.startswith(n + ".") for k in tensors)), part.key)
+                found = {k.removeprefix(prefix + "."): t for k, t in tensors.items() if k.startswith(prefix + ".")}
+                values[part.name] = found or (None if part.optional else {})
+            elif part.kind == "record":
+                values[part.name] = part.type.from_record(record)
+            else:
+                name = next((n for n in names if n in record), None)
+                if name is None:
+                    if not part.has_default:
+                        raise KeyError(part.key)
+                    continue
+                raw = record[name]
+                values[part.name] = pd.DataFrame(raw) if part.kind == "frame" else part.cast(raw)
+        cls.check_restored(tensors, record, common["config"])
+        return cls(**common, **values)
+
+    @classmethod
+    def check_restored(cls, tensors: dict[str, torch.Tensor], record: dict, config: Any) -> None:
+        """Raise ValueError where a run's pieces do not fit each other (default: no check)."""
 
     # ------------------------------------------------------------------ helpers for subclasses
 
@@ -174,18 +268,74 @@ class Method(ABC):
         return task
 
     @classmethod
-    def _tasks(cls, tasks: Task | Sequence[Task]) -> list[Task]:
-        """``tasks`` as a list, checked against ``several_tasks``."""
+    def begin(cls, model: LoadedModel, tasks: Task | Sequence[Task], config: MethodConfig | None) -> Setup:
+        """The preamble of every fit: ``tasks`` as a list (checked against ``several_tasks``), the
+        config (default: the method's defaults; checked against its bounds and the model), its
+        template and ``when``, the random generators seeded by ``config.seed``, and each task's
+        fitting pool and selection items."""
         tasks = [tasks] if isinstance(tasks, Task) else list(tasks)
         if not tasks:
             raise ValueError("No tasks to fit.")
         if len(tasks) > 1 and not cls.several_tasks:
             raise ValueError(f"{cls.name} is fitted per task; {len(tasks)} tasks were given.")
-        return tasks
-
-    @classmethod
-    def _config(cls, config: MethodConfig | None) -> Any:
         config = config or cls.Config()
         if not isinstance(config, cls.Config):
             raise TypeError(f"{cls.name} takes a {cls.Config.__name__}, not a {type(config).__name__}.")
-        return config
+        config.check(model.heads.shape.n_layers)
+        rng = np.random.default_rng(config.seed)
+        torch.manual_seed(config.seed)
+        generator = torch.Generator().manual_seed(config.seed)
+        selections = {task.name: selection_split(task, config.seed) for task in tasks}
+        return Setup(tasks, config, get_template(config.template), When.parse(config.when), rng, generator,
+                     selections, time.perf_counter())
+
+
+@dataclass(frozen=True)
+class _Part:
+    """How the run codec saves one field of a fitted method."""
+
+    name: str
+    key: str
+    aliases: tuple[str, ...]
+    kind: str  # tensor, tensors, record, frame, json
+    type: Any
+    optional: bool
+    has_default: bool
+
+    def cast(self, raw: Any) -> Any:
+        return self.type(raw) if self.type in (int, float, str, bool) else raw
+
+
+_COMMON_FIELDS = {"tasks", "config", "fit_seconds", "meta"}
+
+
+def _parts(cls: type) -> list[_Part]:
+    """The codec's view of a method class's own fields (cached per class)."""
+    if "_codec_parts" in cls.__dict__:
+        return cls.__dict__["_codec_parts"]
+    hints = typing.get_type_hints(cls)
+    parts = []
+    for f in dataclasses.fields(cls):
+        if f.name in _COMMON_FIELDS or not f.init:
+            continue
+        hint = hints[f.name]
+        args = [a for a in typing.get_args(hint) if a is not type(None)]
+        optional = type(None) in typing.get_args(hint)
+        base = args[0] if optional and len(args) == 1 else hint
+        origin = typing.get_origin(base)
+        if base is torch.Tensor:
+            kind = "tensor"
+        elif origin is dict and typing.get_args(base)[1:] == (torch.Tensor,):
+            kind = "tensors"
+        elif isinstance(base, type) and hasattr(base, "from_record") and hasattr(base, "record"):
+            kind = "record"
+        elif base is pd.DataFrame:
+            kind = "frame"
+        else:
+            kind = "json"
+        codec = f.metadata.get("codec", {})
+        has_default = f.default is not MISSING or f.default_factory is not MISSING
+        parts.append(_Part(f.name, codec.get("key") or f.name, tuple(codec.get("aliases", ())), kind,
+                           origin or base, optional, has_default))
+    cls._codec_parts = parts
+    return parts

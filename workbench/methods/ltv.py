@@ -19,33 +19,22 @@ cached: a step costs the last prompt token and the answer tokens per query.
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 
-import numpy as np
 import torch
 
 from workbench.interventions import Deferred, Intervention, When, add_to_residual
-from workbench.methods.activations import task_embedding
-from workbench.methods.base import HeadMap, Method, MethodConfig
+from workbench.methods.activations import PromptsConfig, embedding_prompts, task_embedding
+from workbench.methods.base import HeadMap, Method, saved
 from workbench.methods.queries import query_batches, summed_loss
-from workbench.methods.selection import selection_split
-from workbench.methods.training import Trace, fit_parameter
+from workbench.methods.settings import setting
+from workbench.methods.training import LearnedConfig, Trace, learn
 from workbench.model.loading import LoadedModel
-from workbench.tasks.prompts import get_template, train_prompts
 
 
 @dataclass(kw_only=True)
-class LtvConfig(MethodConfig):
-    shots: int = 10  # k: demonstrations per prompt that builds a[l,h]
-    n_prompts: int = 50  # M: prompts averaged into a[l,h]
-    init_std: float = 0.01  # theta ~ N(0, init_std^2)
-    loss: str = "first_token"  # "first_token" (up to the token that carries the answer) or "answer" (+ its end)
-    steps: int = 400  # at most: the fit stops once the selection loss stops improving
-    lr: float = 0.05  # Adam; cosine-decayed to lr/10
-    batch_size: int = 32
-    eval_every: int = 10  # steps between valid-loss checks
-    patience: int = 6  # stop after this many checks without a better valid loss
+class LtvConfig(PromptsConfig, LearnedConfig):
+    init_std: float = setting(0.01, "theta ~ N(0, init_std^2)", minimum=0)
 
 
 def layer_vectors(theta: torch.Tensor, projected: torch.Tensor) -> torch.Tensor:
@@ -60,39 +49,33 @@ class LearnableTaskVector(Method):
     title = "Learnable task vector"
     Config = LtvConfig
     head_map_info = HeadMap("theta", signed=True, by_magnitude=True)
+    tiny_settings = dict(shots=2, n_prompts=4, steps=3, eval_every=1, batch_size=8)
 
     theta: torch.Tensor  # (L, H) at the best step
-    activations: torch.Tensor  # (L, H, d_head): a[l,h]
+    embedding: torch.Tensor = saved(aliases=("activations",))  # (L, H, d_head): a[l,h]
     trace: Trace
     embedding_seconds: float = 0.0
 
     @classmethod
     def fit(cls, model, tasks, config=None, progress=None) -> "LearnableTaskVector":
-        (task,) = cls._tasks(tasks)
-        config = cls._config(config)
-        template = get_template(config.template)
-        when = When.parse(config.when)
-        rng = np.random.default_rng(config.seed)
-        generator = torch.Generator().manual_seed(config.seed)
-        pairs = selection_split(task, config.seed)
+        setup = cls.begin(model, tasks, config)
+        config, template, rng, pairs = setup.config, setup.template, setup.rng, setup.selection
 
-        t0 = time.perf_counter()
         # step 1
-        prompts, _ = train_prompts(pairs.fit, template, config.shots, config.n_prompts, config.seed)
-        activations = task_embedding(model, prompts)  # (L, H, d_head)
-        projected = model.heads.project(activations)  # (L, H, d_model), fixed during the fit
-        embedding_seconds = time.perf_counter() - t0
+        embedding = task_embedding(model, embedding_prompts(pairs.fit, template, config))  # (L, H, d_head)
+        projected = model.heads.project(embedding)  # (L, H, d_model), fixed during the fit
+        embedding_seconds = setup.seconds()
         train = query_batches(model, template, pairs.fit, config.batch_size, rng, config.loss)
         select = query_batches(model, template, pairs.select, 64, objective=config.loss)
 
         # step 2
         shape = model.heads.shape
-        theta = (config.init_std * torch.randn(shape.n_layers, shape.n_heads, generator=generator)).to(model.device)
-        theta.requires_grad_(True)  # (L, H)
+        theta = (config.init_std * torch.randn(shape.n_layers, shape.n_heads, generator=setup.generator))
+        theta = theta.to(model.device).requires_grad_(True)  # (L, H)
 
         # step 3
         def intervention() -> Intervention:
-            return Intervention("LTV", (add_to_residual(layer_vectors(theta, projected), when=when),))
+            return Intervention("LTV", (add_to_residual(layer_vectors(theta, projected), when=setup.when),))
 
         # step 4
         def train_loss() -> torch.Tensor:
@@ -102,25 +85,25 @@ class LearnableTaskVector(Method):
         def valid_loss() -> float:
             return sum(summed_loss(model, batch, intervention()).item() for batch in select) / len(pairs.select)
 
-        report = (lambda step, total, record: progress("fit", step, total, record)) if progress else None
-        best, trace = fit_parameter(
-            theta, train_loss, valid_loss, steps=config.steps, lr=config.lr, eval_every=config.eval_every,
-            patience=config.patience, progress=report,
-        )
+        best, trace = learn(theta, train_loss, valid_loss, config, progress)
         return cls(
-            tasks=[task.name],
+            tasks=[setup.task.name],
             config=config,
             theta=best,
-            activations=activations,
+            embedding=embedding,
             trace=trace,
             embedding_seconds=embedding_seconds,
-            fit_seconds=time.perf_counter() - t0,
+            fit_seconds=setup.seconds(),
         )
 
     def vectors(self, model: LoadedModel) -> torch.Tensor:
         """v: (L, d_model) on the model's device."""
-        projected = model.heads.project(self.activations.to(model.device))  # (L, H, d_model)
+        projected = model.heads.project(self.embedding.to(model.device))  # (L, H, d_model)
         return layer_vectors(self.theta.to(model.device), projected)
+
+    def per_layer_vectors(self, model: LoadedModel) -> torch.Tensor:
+        """v[l] = sum_h theta[l,h] W_O[l,h] a[l,h], the vector added after layer l."""
+        return self.vectors(model).float()
 
     def intervention(self, task: str | None = None, when: When | str | None = None) -> Intervention:
         self._task(task)
@@ -137,22 +120,3 @@ class LearnableTaskVector(Method):
     def summary(self) -> dict:
         return {**super().summary(), "best_step": self.trace.best_step,
                 "valid_loss": round(self.trace.best_valid_loss, 4)}
-
-    # ------------------------------------------------------------------ run codec
-
-    def tensors(self) -> dict[str, torch.Tensor]:
-        return {"theta": self.theta, "activations": self.activations}
-
-    def record(self) -> dict:
-        return {**self.trace.record(), "embedding_seconds": self.embedding_seconds}
-
-    @classmethod
-    def restore(cls, tensors, record, **common) -> "LearnableTaskVector":
-        return cls(
-            **common,
-            theta=tensors["theta"],
-            activations=tensors["activations"],
-            trace=Trace.from_record(record),
-            embedding_seconds=float(record.get("embedding_seconds", 0.0)),
-        )
-

@@ -21,31 +21,21 @@ step draws a random task's mini-batch.
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 
-import numpy as np
 import torch
 
 from workbench.interventions import Intervention, When, mix_heads
-from workbench.methods.activations import task_embedding
-from workbench.methods.base import HeadMap, Method, MethodConfig
+from workbench.methods.activations import PromptsConfig, embedding_prompts, task_embedding
+from workbench.methods.base import HeadMap, Method, saved
 from workbench.methods.queries import QueryBatch, query_batches, summed_loss
-from workbench.methods.selection import selection_split
-from workbench.methods.training import Trace, fit_parameter
-from workbench.tasks.prompts import get_template, train_prompts
+from workbench.methods.settings import retuned
+from workbench.methods.training import LearnedConfig, Trace, learn
 
 
 @dataclass(kw_only=True)
-class SiteConfig(MethodConfig):
-    shots: int = 10  # k: demonstrations per prompt that builds the embedding
-    n_prompts: int = 50  # M: prompts averaged into the embedding
-    loss: str = "first_token"  # "first_token" (up to the token that carries the answer) or "answer" (+ its end)
-    steps: int = 400  # at most: the fit stops once the selection loss stops improving
-    lr: float = 0.2  # Adam; cosine-decayed to lr/10
-    batch_size: int = 32
-    eval_every: int = 10  # steps between valid-loss checks
-    patience: int = 6  # stop after this many checks without a better valid loss
+class SiteConfig(PromptsConfig, LearnedConfig):
+    lr: float = retuned(LearnedConfig, "lr", 0.2)
 
 
 @dataclass
@@ -58,39 +48,34 @@ class _Stream:
 
 
 @dataclass(kw_only=True, eq=False)
-class Site(Method):
+class SoftInjection(Method):
     name = "SITE"
     title = "Soft injection (SITE)"
     Config = SiteConfig
     head_map_info = HeadMap("alpha", is_selection=True)
     several_tasks = True
+    tiny_settings = dict(shots=2, n_prompts=4, steps=3, eval_every=1, batch_size=8)
 
     beta: torch.Tensor  # (L, H) at the best step
-    embeddings: dict[str, torch.Tensor]  # task -> (L, H, d_head)
+    embeddings: dict[str, torch.Tensor] = saved(key="embedding")  # task -> (L, H, d_head)
     trace: Trace
     embedding_seconds: float = 0.0
 
     @classmethod
-    def fit(cls, model, tasks, config=None, progress=None) -> "Site":
-        tasks = cls._tasks(tasks)
-        config = cls._config(config)
-        template = get_template(config.template)
-        when = When.parse(config.when)
-        rng = np.random.default_rng(config.seed)
-        torch.manual_seed(config.seed)
+    def fit(cls, model, tasks, config=None, progress=None) -> "SoftInjection":
+        setup = cls.begin(model, tasks, config)
+        config, template, rng = setup.config, setup.template, setup.rng
 
-        t0 = time.perf_counter()
         # step 1, and the cached queries
         streams = {}
-        for task in tasks:
-            pairs = selection_split(task, config.seed)
-            prompts, _ = train_prompts(pairs.fit, template, config.shots, config.n_prompts, config.seed)
+        for task in setup.tasks:
+            pairs = setup.selections[task.name]
             streams[task.name] = _Stream(
-                task_embedding(model, prompts),
+                task_embedding(model, embedding_prompts(pairs.fit, template, config)),
                 query_batches(model, template, pairs.fit, config.batch_size, rng, config.loss),
                 query_batches(model, template, pairs.select, 64, objective=config.loss),
             )
-        embedding_seconds = time.perf_counter() - t0
+        embedding_seconds = setup.seconds()
 
         # step 2
         shape = model.heads.shape
@@ -99,7 +84,7 @@ class Site(Method):
 
         # step 3
         def injection(alpha: torch.Tensor, stream: _Stream) -> Intervention:
-            return Intervention("SITE", (mix_heads(alpha, stream.embedding, when),))
+            return Intervention("SITE", (mix_heads(alpha, stream.embedding, setup.when),))
 
         # step 4
         def train_loss() -> torch.Tensor:  # a random task's random mini-batch
@@ -115,19 +100,15 @@ class Site(Method):
             )
             return total / sum(len(batch) for s in streams.values() for batch in s.valid)
 
-        report = (lambda step, total, record: progress("fit", step, total, record)) if progress else None
-        best, trace = fit_parameter(
-            beta, train_loss, valid_loss, steps=config.steps, lr=config.lr, eval_every=config.eval_every,
-            patience=config.patience, progress=report,
-        )
+        best, trace = learn(beta, train_loss, valid_loss, config, progress)
         return cls(
-            tasks=[t.name for t in tasks],
+            tasks=[t.name for t in setup.tasks],
             config=config,
             beta=best,
             embeddings={name: s.embedding for name, s in streams.items()},
             trace=trace,
             embedding_seconds=embedding_seconds,
-            fit_seconds=time.perf_counter() - t0,
+            fit_seconds=setup.seconds(),
         )
 
     @property
@@ -146,21 +127,3 @@ class Site(Method):
         extreme = float(((alpha < 0.1) | (alpha > 0.9)).float().mean())
         return {**super().summary(), "best_step": self.trace.best_step,
                 "valid_loss": round(self.trace.best_valid_loss, 4), "alpha_extreme": round(extreme, 3)}
-
-    # ------------------------------------------------------------------ run codec
-
-    def tensors(self) -> dict[str, torch.Tensor]:
-        return {"beta": self.beta, **{f"embedding.{t}": e for t, e in self.embeddings.items()}}
-
-    def record(self) -> dict:
-        return {**self.trace.record(), "embedding_seconds": self.embedding_seconds}
-
-    @classmethod
-    def restore(cls, tensors, record, **common) -> "Site":
-        return cls(
-            **common,
-            beta=tensors["beta"],
-            embeddings={t: tensors[f"embedding.{t}"] for t in common["tasks"]},
-            trace=Trace.from_record(record),
-            embedding_seconds=float(record.get("embedding_seconds", 0.0)),
-        )

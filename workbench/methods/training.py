@@ -1,5 +1,5 @@
 """The fit loop of the methods that learn a few parameters on a frozen model (SITE's beta,
-LTV's theta): Adam with a cosine learning rate decayed to lr/10, the valid loss checked
+LTV's theta, ATV's map): their shared settings (:class:`LearnedConfig`), and :func:`learn`: Adam with a cosine learning rate decayed to lr/10, the valid loss checked
 every few steps, early stop on patience, and the best-valid step kept.
 
 The loss functions are the caller's: each draws its own mini-batch of prefix-cached
@@ -28,6 +28,22 @@ from safetensors.torch import load as load_tensors
 from safetensors.torch import save as save_tensors
 
 from workbench import atomic
+from workbench.methods.base import LOSSES, MethodConfig, Progress
+from workbench.methods.settings import setting
+
+
+@dataclass(kw_only=True)
+class LearnedConfig(MethodConfig):
+    """The settings of every method that learns parameters with :func:`learn`."""
+
+    loss: str = setting("first_token", "cross-entropy on the answer's tokens up to the first that carries it "
+                        "(first_token), or on all of them and the end of the answer (answer)", choices=LOSSES)
+    steps: int = setting(400, "optimiser steps at most: the fit stops once the selection loss stops improving",
+                         minimum=1)
+    lr: float = setting(0.05, "Adam learning rate, cosine-decayed to lr/10", above=0)
+    batch_size: int = setting(32, "queries per training step", minimum=1)
+    eval_every: int = setting(10, "steps between checks of the selection loss", minimum=1)
+    patience: int = setting(6, "stop after this many checks without a better selection loss", minimum=1)
 
 
 @dataclass
@@ -183,6 +199,21 @@ def fit_parameter(
         if stop:
             break
     return best[2], Trace(best[1], best[0], pd.DataFrame(history))
+
+
+def learn(
+    params: torch.Tensor | list[torch.Tensor],
+    train_loss: Callable[[], torch.Tensor],
+    valid_loss: Callable[[], float],
+    config: LearnedConfig,
+    progress: Progress | None = None,
+    **options,
+) -> tuple[torch.Tensor | list[torch.Tensor], Trace]:
+    """The learned fit of SITE, LTV and ATV: :func:`fit_parameter` with the config's steps,
+    learning rate, checks and patience, reporting each step as stage "fit"."""
+    report = (lambda step, total, record: progress("fit", step, total, record)) if progress else None
+    return fit_parameter(params, train_loss, valid_loss, steps=config.steps, lr=config.lr,
+                         eval_every=config.eval_every, patience=config.patience, progress=report, **options)
 
 
 def _restore(saved, params, optimizer, schedule, rng):

@@ -56,11 +56,11 @@ from workbench.regression.families import Batch, FamilyConfig, generator, sample
 from workbench.regression.model import LoadedRegressor
 
 PLAIN, TRUNCATED = "plain", "truncated"
-METHODS = ("LTV", "FV", "TV")
+REGRESSION_METHODS = ("LTV", "FV", "TV")
 
 
 @dataclass
-class TaskVectorConfig:
+class RegressionVectorConfig:
     n_train: int  # points per training prompt, query included (the model's training length)
     fit_points: tuple[int, int]  # LTV's fit prompts: lengths drawn uniformly from [lo, hi]
     seed: int = 0
@@ -82,9 +82,9 @@ class TaskVectorConfig:
         return asdict(self)
 
 
-def default_config(model: LoadedRegressor, n_train: int, **overrides) -> TaskVectorConfig:
+def default_config(model: LoadedRegressor, n_train: int, **overrides) -> RegressionVectorConfig:
     """Fit prompts from one point past the training length to the model's longest."""
-    return TaskVectorConfig(n_train=n_train, fit_points=(n_train + 1, model.cfg.n_positions), **overrides)
+    return RegressionVectorConfig(n_train=n_train, fit_points=(n_train + 1, model.cfg.n_positions), **overrides)
 
 
 # ----------------------------------------------------------------------------- the source prompt
@@ -212,7 +212,7 @@ def spread(lo: int, hi: int, count: int = 4) -> list[int]:
     return sorted({round(lo + (hi - lo) * i / max(1, count - 1)) for i in range(count)})
 
 
-def valid_batches(family: FamilyConfig, config: TaskVectorConfig) -> list[Batch]:
+def valid_batches(family: FamilyConfig, config: RegressionVectorConfig) -> list[Batch]:
     lengths = spread(*config.fit_points)
     return long_batches(family, lengths, config.n_valid // len(lengths), config.seed + 20_000)
 
@@ -234,7 +234,7 @@ def mean_error(
 # ----------------------------------------------------------------------------- LTV: fit theta
 
 
-def fit_ltv(model: LoadedRegressor, family: FamilyConfig, config: TaskVectorConfig, progress=None) -> LtvFit:
+def fit_ltv(model: LoadedRegressor, family: FamilyConfig, config: RegressionVectorConfig, progress=None) -> LtvFit:
     """theta (L, H) by the shared fit loop: Huber error of the query prediction on prompts of
     lengths drawn from ``config.fit_points``, a fresh batch every step; the best valid check
     (squared error / d on fixed long prompts) is kept."""
@@ -311,7 +311,7 @@ def fv_layer_candidates(n_layers: int) -> list[tuple[int, ...]]:
     return candidates + ([middle] if middle not in candidates else [])
 
 
-def fit_fv(model: LoadedRegressor, family: FamilyConfig, config: TaskVectorConfig) -> FvFit:
+def fit_fv(model: LoadedRegressor, family: FamilyConfig, config: RegressionVectorConfig) -> FvFit:
     t0 = time.perf_counter()
     shape = model.heads.shape
     effect_prompts = sample_batch(
@@ -332,7 +332,7 @@ def fit_fv(model: LoadedRegressor, family: FamilyConfig, config: TaskVectorConfi
 # ----------------------------------------------------------------------------- TV: the layer
 
 
-def fit_tv(model: LoadedRegressor, family: FamilyConfig, config: TaskVectorConfig) -> TvFit:
+def fit_tv(model: LoadedRegressor, family: FamilyConfig, config: RegressionVectorConfig) -> TvFit:
     t0 = time.perf_counter()
     valid = valid_batches(family, config)
     rows = [
@@ -351,7 +351,7 @@ def fit_tv(model: LoadedRegressor, family: FamilyConfig, config: TaskVectorConfi
 
 @dataclass
 class Fits:
-    config: TaskVectorConfig
+    config: RegressionVectorConfig
     ltv: LtvFit
     fv: FvFit
     tv: TvFit
@@ -390,7 +390,7 @@ def load_fits(folder: str | Path) -> Fits:
     tensors = load((folder / f"{FITS_STEM}.safetensors").read_bytes())
     record = json.loads((folder / f"{FITS_STEM}.json").read_text())
     config = record["config"]
-    config = TaskVectorConfig(**{**config, "fit_points": tuple(config["fit_points"])})
+    config = RegressionVectorConfig(**{**config, "fit_points": tuple(config["fit_points"])})
     seconds = record["seconds"]
     fv_sweep = pd.DataFrame(record["fv"]["sweep"])
     fv_sweep["layers"] = fv_sweep["layers"].map(tuple)
@@ -409,7 +409,7 @@ def load_fits(folder: str | Path) -> Fits:
     )
 
 
-def fit_all(model: LoadedRegressor, family: FamilyConfig, config: TaskVectorConfig, progress=None) -> Fits:
+def fit_all(model: LoadedRegressor, family: FamilyConfig, config: RegressionVectorConfig, progress=None) -> Fits:
     """LTV, FV and TV on the base family (noise-free, isotropic x), each timed."""
     ltv = fit_ltv(model, family, config, progress)
     fv = fit_fv(model, family, config)

@@ -30,24 +30,24 @@ import pandas as pd
 import torch
 
 from workbench.interventions import Intervention, When, add_to_residual, replace_head
-from workbench.methods.activations import task_embedding
-from workbench.methods.base import HeadMap, Method, MethodConfig
+from workbench.methods.activations import PromptsConfig, task_embedding
+from workbench.methods.base import HeadMap, Method, saved
 from workbench.methods.queries import answer_probability, hits, prompt_batches
-from workbench.methods.selection import best_layer, layer_sweep, selection_split, top_heads, top_k_mask
+from workbench.methods.selection import best_layer, layer_sweep, top_heads, top_k_mask
+from workbench.methods.settings import setting
 from workbench.model.loading import LoadedModel
 from workbench.tasks.prompts import PromptTemplate, get_template, train_prompts
 from workbench.tasks.task import Pair
 
 
 @dataclass(kw_only=True)
-class FunctionVectorConfig(MethodConfig):
-    shots: int = 10  # demonstrations per prompt, for the means and the shuffled prompts
-    n_prompts: int = 50  # M: prompts averaged into a[l,h]
-    n_shuffled: int = 25  # N: shuffled-label prompts averaged into the indirect effect
-    candidates: int = 200  # k-shot prompts tried for the ones ICL answers correctly
-    top_k: int = 10  # heads summed into the vector (clipped to L * H)
-    layer: int | None = None  # None: the best layer of the selection sweep
-    batch_size: int = 16
+class FvConfig(PromptsConfig):
+    n_shuffled: int = setting(25, "N: shuffled-label prompts averaged into the indirect effect", minimum=1)
+    candidates: int = setting(200, "k-shot prompts tried for the ones ICL answers correctly", minimum=1)
+    top_k: int = setting(10, "heads summed into the vector (clipped to L * H)", minimum=1)
+    layer: int | None = setting(None, "the layer the vector is added after", minimum=0, layer=True,
+                                none="the best layer of the selection sweep")
+    batch_size: int = setting(16, "prompts per forward pass", minimum=1)
 
 
 # ----------------------------------------------------------------------------- steps 0 and 2
@@ -129,70 +129,67 @@ def function_vector(
 class FunctionVector(Method):
     name = "FV"
     title = "Function vector"
-    Config = FunctionVectorConfig
+    Config = FvConfig
     head_map_info = HeadMap("indirect effect", signed=True)
+    tiny_settings = dict(shots=2, n_prompts=4, n_shuffled=4, top_k=3)
 
-    activations: torch.Tensor  # (L, H, d_head): a[l,h]
+    embedding: torch.Tensor = saved(aliases=("activations",))  # (L, H, d_head): a[l,h]
     effects: torch.Tensor  # (L, H): average indirect effect, the head map
     top_k: int
     vector: torch.Tensor  # (d_model,)
-    layer: int  # chosen on valid (or fixed by the config)
-    sweep: pd.DataFrame  # layer, first_token_acc, loss (valid split)
+    layer: int  # chosen on the selection split (or fixed by the config)
+    layer_sweep: pd.DataFrame = saved(aliases=("sweep",))  # layer, first_token_acc, loss (selection split)
     effect_seconds: float = 0.0
     zero_shot_valid: dict = field(default_factory=dict)
     icl_prompts: dict = field(default_factory=dict)  # candidates tried, correct ones used
 
     @classmethod
     def fit(cls, model, tasks, config=None, progress=None) -> "FunctionVector":
-        (task,) = cls._tasks(tasks)
-        config = cls._config(config)
-        template = get_template(config.template)
-        when = When.parse(config.when)
+        setup = cls.begin(model, tasks, config)
+        config, template, pairs = setup.config, setup.template, setup.selection
         shape = model.heads.shape
-        pairs = selection_split(task, config.seed)
 
         def stage(name: str):
             return (lambda done, total: progress(name, done, total, {})) if progress else None
 
-        t0 = time.perf_counter()
         # step 0
         icl = icl_correct_prompts(
             model, pairs.fit, template, config.shots, config.candidates, config.seed, config.batch_size
         )
         # step 1
-        activations = task_embedding(model, icl.clean[: config.n_prompts], config.batch_size)  # (L, H, d_head)
+        embedding = task_embedding(model, icl.clean[: config.n_prompts], config.batch_size)  # (L, H, d_head)
         # step 2
         n = config.n_shuffled
         effects = indirect_effects(
-            model, icl.shuffled[:n], icl.answers[:n], activations, template.separator, config.batch_size,
+            model, icl.shuffled[:n], icl.answers[:n], embedding, template.separator, config.batch_size,
             stage("indirect effect"),
         )  # (L, H)
-        effect_seconds = time.perf_counter() - t0
+        effect_seconds = setup.seconds()
         # step 3
         top_k = min(config.top_k, shape.n_layers * shape.n_heads)
-        vector = function_vector(model, activations, effects, top_k)  # (d_model,)
+        vector = function_vector(model, embedding, effects, top_k)  # (d_model,)
 
         # step 4
         def intervention_at(layer: int) -> Intervention:
-            return Intervention("FV", (add_to_residual(vector[None], (layer,), when),))
+            return Intervention("FV", (add_to_residual(vector[None], (layer,), setup.when),))
 
         sweep, zero_shot = layer_sweep(model, pairs.select, intervention_at, template, progress=stage("layer sweep"))
         layer = config.layer if config.layer is not None else best_layer(sweep, prefer=shape.n_layers // 3)
         return cls(
-            tasks=[task.name],
+            tasks=[setup.task.name],
             config=config,
-            activations=activations,
+            embedding=embedding,
             effects=effects,
             top_k=top_k,
             vector=vector,
             layer=layer,
-            sweep=sweep,
+            layer_sweep=sweep,
             effect_seconds=effect_seconds,
             zero_shot_valid=zero_shot,
             icl_prompts={"candidates": icl.candidates, "correct": 0 if icl.fallback else len(icl.clean),
                          "means": min(config.n_prompts, len(icl.clean)), "effects": min(n, len(icl.shuffled)),
                          "fallback_to_all": icl.fallback},
-            fit_seconds=time.perf_counter() - t0,
+            fit_seconds=setup.seconds(),
         )
 
     @property
@@ -204,39 +201,18 @@ class FunctionVector(Method):
         self._task(task)
         return Intervention(self.name, (add_to_residual(self.vector[None], (self.layer,), self._when(when)),))
 
+    def per_layer_vectors(self, model: LoadedModel) -> torch.Tensor:
+        """Its one vector at the layer it is added after; NaN at the others."""
+        shape = model.heads.shape
+        out = torch.full((shape.n_layers, shape.d_model), float("nan"), device=model.device)
+        out[self.layer] = self.vector.to(model.device).float()
+        return out
+
     def _head_values(self) -> torch.Tensor:
         return self.effects
 
     def summary(self) -> dict:
         return {**super().summary(), "layer": self.layer}
 
-    # ------------------------------------------------------------------ run codec
-
-    def tensors(self) -> dict[str, torch.Tensor]:
-        return {"activations": self.activations, "effects": self.effects, "vector": self.vector}
-
-    def record(self) -> dict:
-        return {
-            "top_k": self.top_k,
-            "heads": self.heads,
-            "layer": self.layer,
-            "sweep": self.sweep.to_dict(orient="list"),
-            "zero_shot_valid": self.zero_shot_valid,
-            "effect_seconds": self.effect_seconds,
-            "icl_prompts": self.icl_prompts,
-        }
-
-    @classmethod
-    def restore(cls, tensors, record, **common) -> "FunctionVector":
-        return cls(
-            **common,
-            activations=tensors["activations"],
-            effects=tensors["effects"],
-            vector=tensors["vector"],
-            top_k=int(record["top_k"]),
-            layer=int(record["layer"]),
-            sweep=pd.DataFrame(record.get("sweep", {})),
-            zero_shot_valid=record.get("zero_shot_valid", {}),
-            effect_seconds=float(record.get("effect_seconds", 0.0)),
-            icl_prompts=record.get("icl_prompts", {}),
-        )
+    def record_extra(self) -> dict:
+        return {"heads": self.heads}
