@@ -84,6 +84,8 @@ def _minimal_run(task: str) -> Run:
         "fit": {"seconds": 0.0},
         "metrics": {},
     }
+    spec = schema.spec_of({**meta, "method": "SITE", "model": {"model": "m"}, "tasks": [task]})
+    meta.update(spec=spec, spec_hash=schema.spec_hash(spec))
     shape = {"model": "m", "n_layers": 1, "n_heads": 2, "n_kv_heads": 2, "d_head": 1, "d_model": 2}
     return Run("SITE", shape, [task], {"beta": torch.zeros(1, 2)}, meta)
 

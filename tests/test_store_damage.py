@@ -37,6 +37,8 @@ def make_run(task: str = "t", source: dict | None = None, method: str = "SITE") 
         "fit": {"seconds": 0.0},
         "metrics": {},
     }
+    spec = schema.spec_of({**meta, "method": method, "model": {"model": "m"}, "tasks": [task]})
+    meta.update(spec=spec, spec_hash=schema.spec_hash(spec))
     return Run(method, dict(SHAPE), [task], {"beta": torch.arange(4.0).view(2, 2)}, meta)
 
 

@@ -23,8 +23,6 @@ from workbench.tasks.prompts import DEFAULT_TEMPLATE
 
 FORMATS = ("table", "csv", "json")
 MAX_NEW_TOKENS = 24  # the most tokens evaluation decodes per answer (experiments/evaluation.py)
-FIT_FLAGS = {"shots": "--shots", "n_prompts": "--prompts", "steps": "--steps", "lr": "--lr", "batch_size": "--batch-size",
-             "seed": "--seed", "top_k": "--top-k", "layer": "--layer"}  # a method setting -> its flag
 EXIT_ERROR = 2
 EXIT_INTERRUPTED = 130
 
@@ -165,40 +163,53 @@ def cmd_fit(args: argparse.Namespace) -> int:
 
     from workbench.experiments.fitting import fit_score_save
     from workbench.experiments.grid import check_grid
-    from workbench.methods import get_method
+    from workbench.methods import get_method, settings
     from workbench.model.loading import load_model
+    from workbench.spec import FitSpec
     from workbench.store.runs import RunStore, user_store
     from workbench.tasks.files import resolve_tasks
     from workbench.tasks.prompts import get_template, train_prompts
 
-    method = get_method(args.method)
-    template = get_template(args.template)
-    tasks = resolve_tasks(args.task, args.keep_first_duplicates)
-    if args.agnostic and not method.several_tasks:
-        raise ValueError(f"--agnostic is for methods that fit several tasks at once; {method.name} is fitted per task.")
     if args.limit is not None and args.limit < 1:
         raise ValueError(f"--limit must be >= 1, got {args.limit}.")
-    given = {"template": args.template, "shots": args.shots, "n_prompts": args.prompts, "steps": args.steps,
-             "lr": args.lr, "batch_size": args.batch_size, "seed": args.seed, "top_k": args.top_k,
-             "layer": args.layer, "when": args.when, "loss": args.loss}
-    fields = set(method.Config.__dataclass_fields__)
-    ignored = sorted(k for k, v in given.items() if v is not None and k not in fields)
-    if ignored:
-        raise ValueError(f"{method.name} has no setting {', '.join(ignored)} (its settings: {', '.join(sorted(fields))}).")
-    config = method.Config(**{k: v for k, v in given.items() if v is not None})
-    config.check(names=FIT_FLAGS)
+    given = settings.given(args)
+    if args.spec:  # the whole fit comes from the file; flags may only say where and how to score
+        clash = [name for name, value in (("--task", args.task), ("--agnostic", args.agnostic),
+                                          ("--no-bos", args.no_bos), ("--model", args.model)) if value]
+        clash += [settings.flag_names(get_method(args.method or "SITE").Config).get(k, k) for k in given]
+        if clash:
+            raise ValueError(f"--spec names the whole fit; drop {', '.join(clash)} (or edit the spec).")
+        spec = FitSpec.from_file(args.spec)
+        method, config, tasks = get_method(spec.method), spec.config(), spec.load_tasks()
+        groups, model_name, bos, device = [tasks], spec.model, spec.bos, args.device or spec.device
+    else:
+        if not args.task:
+            raise ValueError("fit needs --task (or --spec FILE).")
+        method = get_method(args.method or "SITE")
+        tasks = resolve_tasks(args.task, args.keep_first_duplicates)
+        if args.agnostic and not method.several_tasks:
+            raise ValueError(f"--agnostic is for methods that fit several tasks at once; {method.name} is fitted per task.")
+        fields = set(method.Config.__dataclass_fields__)
+        ignored = sorted(k for k in given if k not in fields)
+        if ignored:
+            raise ValueError(f"{method.name} has no setting {', '.join(ignored)} (its settings: {', '.join(sorted(fields))}).")
+        config = method.Config(**given)
+        groups = [tasks] if args.agnostic else [[t] for t in tasks]
+        model_name, bos, device = args.model or "smollm2-135m-instruct", False if args.no_bos else None, args.device
+    flags = settings.flag_names(method.Config)
+    config.check(names=flags)
+    template = get_template(config.template)
     shots = getattr(config, "shots", 0)
     check_grid(tasks, [shots], split="test", seed=config.seed)
-    _check_device(args.device)
+    _check_device(device)
     store = RunStore(args.store) if args.store else user_store()
-    print(f"loading model {args.model} ...", file=sys.stderr, flush=True)
-    model = load_model(args.model, device=args.device, prepend_bos=False if args.no_bos else None)
-    config.check(model.heads.shape.n_layers, names=FIT_FLAGS)
+    print(f"loading model {model_name} ...", file=sys.stderr, flush=True)
+    model = load_model(model_name, device=device, prepend_bos=bos)
+    config.check(model.heads.shape.n_layers, names=flags)
     for task in tasks:
         prompts, _ = train_prompts(task.split(config.seed).train, template, shots, getattr(config, "n_prompts", 1),
                                    config.seed)
         _check_context(model, task, shots, prompts)
-    groups = [tasks] if args.agnostic else [[t] for t in tasks]
     rows = []
     for group in groups:
         label = "+".join(t.name for t in group) if len(group) <= 3 else f"{len(group)} tasks"
@@ -242,6 +253,11 @@ def cmd_runs(args: argparse.Namespace) -> int:
                    "tensors": {k: list(v.shape) for k, v in run.tensors.items()},
                    **run.meta, "fit": {k: v for k, v in run.meta["fit"].items() if k != "history"}}
         print(json.dumps(summary, indent=1, default=str))
+    elif args.action == "spec":
+        from workbench.spec import FitSpec
+
+        spec = FitSpec.from_dict(store.load(_one_id(args)).meta["spec"], where=f"run {args.ids[0]}")
+        print(spec.to_json() if args.format == "json" else spec.to_yaml(), end="\n" if args.format == "json" else "")
     elif args.action == "delete":
         store.delete(_one_id(args))
         print(f"deleted {args.ids[0]}")
@@ -400,46 +416,50 @@ def build_parser() -> argparse.ArgumentParser:
         "fit", aliases=["fit-site"],
         help=f"fit a method ({', '.join(METHODS)}) per task, score it on the test split, save runs "
         "(fit-site: --method SITE)",
+        description="Fit a method per task (or one fit over several tasks with --agnostic), score it on the test "
+        "split and save a run. Every method setting has a flag below, with its default per method; a setting "
+        "of another method is an error. --spec FILE fits a saved or written fit spec instead (`runs spec ID` "
+        "prints a run's).",
     )
-    p.add_argument("--method", type=str.upper, default="SITE", choices=list(METHODS))
-    p.add_argument("--model", default="smollm2-135m-instruct")
-    p.add_argument("--task", action="extend", nargs="+", required=True, metavar="NAME_OR_PATH")
+    p.add_argument("--method", type=str.upper, default=None, choices=list(METHODS), help="default SITE")
+    p.add_argument("--spec", metavar="FILE", default=None,
+                   help="a fit spec (YAML or JSON: method, model, tasks, settings, bos, device): the fit it names")
+    p.add_argument("--model", default=None, help="model name or local directory (default smollm2-135m-instruct)")
+    p.add_argument("--task", action="extend", nargs="+", default=None, metavar="NAME_OR_PATH")
     p.add_argument("--agnostic", action="store_true",
                    help="one fit shared by all the given tasks (methods that allow it: "
                    f"{', '.join(n for n, m in METHODS.items() if m.several_tasks)})")
-    p.add_argument("--template", default=DEFAULT_TEMPLATE)
     p.add_argument("--no-bos", action="store_true",
                    help="prompts start with their text, not the model's BOS token (recorded with the results)")
-    p.add_argument("--shots", type=int, default=None, help="k of the prompts that build the vectors (default 10)")
-    p.add_argument("--prompts", type=int, default=None, help="M: prompts averaged (default 50)")
-    p.add_argument("--steps", type=int, default=None, help="SITE / LTV: optimiser steps (default 120)")
-    p.add_argument("--lr", type=float, default=None, help="SITE / LTV: learning rate (default 0.2 / 0.05)")
-    p.add_argument("--batch-size", type=int, default=None)
-    p.add_argument("--top-k", type=int, default=None, help="FV: heads summed into the vector (default 10)")
-    p.add_argument("--layer", type=int, default=None, help="FV: fixed layer (default: best on valid)")
-    p.add_argument("--when", choices=["last", "generated"], default=None,
-                   help="intervene at the last prompt token only, or at every generated token as well")
-    p.add_argument("--loss", choices=["first_token", "answer"], default=None,
-                   help="SITE / LTV: fit on the answer's first token, or on all its tokens and its end")
     p.add_argument("--keep-first-duplicates", action="store_true", help="keep the first record of a repeated input")
-    p.add_argument("--seed", type=int, default=None)
     p.add_argument("--limit", type=int, default=None, help="test items to evaluate the fit on")
     p.add_argument("--no-eval", action="store_true", help="skip the test evaluation")
     p.add_argument("--store", default=None, help="run store folder (default: $WORKBENCH_RUNS or the cache)")
-    p.add_argument("--device", default=None)
+    p.add_argument("--device", default=None, help="cpu, cuda, ... (default: the spec's, else cuda if available)")
     p.add_argument("--no-progress", action="store_true")
+    method_settings(p)
     p.set_defaults(func=cmd_fit)
 
     p = sub.add_parser("runs", help="list / show / delete / export saved runs; rebuild the index; migrate old metadata")
-    p.add_argument("action", choices=["list", "show", "delete", "export", "reindex", "migrate"])
+    p.add_argument("action", choices=["list", "show", "spec", "delete", "export", "reindex", "migrate"],
+                   help="spec ID: the run's fit spec, as YAML (--format json: JSON); `fit --spec` fits it again")
     p.add_argument("ids", nargs="*", metavar="RUN_ID [DEST]")
     p.add_argument("--store", default=None, help="run store folder (default: $WORKBENCH_RUNS or the cache)")
     p.add_argument("--bundled", action="store_true", help="the runs shipped with the repo (read-only)")
     p.add_argument("--method", default=None)
     p.add_argument("--task", default=None)
     p.add_argument("--model", default=None)
+    p.add_argument("--format", choices=["yaml", "json"], default="yaml", help="runs spec: the output format")
     p.set_defaults(func=cmd_runs)
     return parser
+
+
+def method_settings(parser: argparse.ArgumentParser) -> None:
+    """A flag for every setting of every registered method (workbench.methods.settings)."""
+    from workbench.methods import settings
+
+    group = parser.add_argument_group("method settings", "each method's own defaults are given; see docs/methods.md")
+    settings.add_flags(group, [(name, method.Config) for name, method in METHODS.items()])
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -166,14 +166,16 @@ def add_flags(parser: argparse.ArgumentParser, config_classes: Sequence[tuple[st
             continue
         f = owned[0][1]
         owners = [o for o, _ in owned]
-        helps = list(dict.fromkeys(g.spec.help for _, g in owned))
-        defaults = list(dict.fromkeys(repr(g.default) if isinstance(g.default, str) else str(g.default) for _, g in owned))
-        default = defaults[0] if len(defaults) == 1 else ", ".join(f"{o} {g.default}" for o, g in owned)
-        who = "" if owners == all_owners or len(all_owners) == 1 else f"{' / '.join(owners)}: "
-        bounds = ", ".join(dict.fromkeys(b for _, g in owned if (b := g.spec.describe_bounds())))
-        text = f"{who}{'; '.join(helps)} (default {default}{'; ' + bounds if bounds else ''})"
-        if f.spec.none is not None:
-            text += f"; none: {f.spec.none}"
+        every = owners == all_owners or len(all_owners) == 1
+        helps = _grouped([(o, g.spec.help) for o, g in owned])
+        text = helps[0][1] if len(helps) == 1 else "; ".join(f"{' / '.join(os)}: {h}" for os, h in helps)
+        if len(helps) == 1 and not every:
+            text = f"{' / '.join(owners)}: {text}"
+        defaults = _grouped([(o, repr(g.default) if isinstance(g.default, str) else str(g.default)) for o, g in owned])
+        default = defaults[0][1] if len(defaults) == 1 else ", ".join(f"{d} ({' / '.join(os)})" for os, d in defaults)
+        bounds = _grouped([(o, g.spec.describe_bounds()) for o, g in owned])
+        bound = ", ".join(b if len(bounds) == 1 else f"{' / '.join(os)} {b}" for os, b in bounds if b)
+        text += f" (default {default}{'; ' + bound if bound else ''})"
         text = text.replace("%", "%%")
         dest = f"setting_{name}"
         if f.kind is bool:
@@ -185,6 +187,14 @@ def add_flags(parser: argparse.ArgumentParser, config_classes: Sequence[tuple[st
         kind = f.kind if f.spec.none is None else _optional(f.kind)
         parser.add_argument(f.flag, dest=dest, type=kind, default=None, choices=choices, help=text,
                             metavar=None if choices else name.upper())
+
+
+def _grouped(pairs: list[tuple[str, str]]) -> list[tuple[list[str], str]]:
+    """(owner, text) pairs grouped by text, in first-seen order: [(owners, text)]."""
+    groups: dict[str, list[str]] = {}
+    for owner, value in pairs:
+        groups.setdefault(value, []).append(owner)
+    return [(owners, value) for value, owners in groups.items()]
 
 
 def _optional(kind: type):

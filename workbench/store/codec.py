@@ -2,7 +2,7 @@
 
 A method gives its tensors (:meth:`Method.tensors`) and its own fit record
 (:meth:`Method.record`); the codec adds what every run records (the schema in
-:mod:`workbench.store.schema`) and, on load, finds the method in the registry, checks the
+:mod:`workbench.store.schema`, the fit spec of :mod:`workbench.spec` among it) and, on load, finds the method in the registry, checks the
 run fits the model, and hands the pieces to :meth:`Method.restore`.
 """
 
@@ -14,6 +14,7 @@ from workbench.methods import Method, get_method
 from workbench.methods.selection import selection_split
 from workbench.model.loading import LoadedModel
 from workbench.store.runs import Run, RunError
+from workbench.spec import FitSpec
 from workbench.store.schema import task_source
 from workbench.tasks.prompts import get_template
 from workbench.tasks.task import Task
@@ -35,6 +36,8 @@ def to_run(fit: Method, model: LoadedModel, tasks: Task | Sequence[Task], metric
         "fit": {"seconds": fit.fit_seconds, **fit.record()},
         "metrics": metrics or {},
     }
+    spec = FitSpec.of_fit(fit, model, tasks)
+    meta.update(spec=spec.to_dict(), spec_hash=spec.hash)
     return Run(fit.name, model.signature, list(fit.tasks), fit.tensors(), meta)
 
 

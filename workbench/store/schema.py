@@ -1,6 +1,6 @@
 """The run-metadata schema: what every run's ``meta.json`` holds, checked on load.
 
-Version 1 (every method writes the same fields)::
+Version 2 (every method writes the same fields)::
 
     schema        1
     id, method    the run id, the registry name ("SITE", "TV", ...)
@@ -17,10 +17,17 @@ Version 1 (every method writes the same fields)::
     fit           {"seconds": fit time, ...the method's own record: layer, curves, trace}
     metrics       {task: {"test_first_token_acc", "test_exact_match", "n_test", ...}}; {} if unscored
     versions      {"workbench", "torch", "transformers", "transformer_lens", "python"}
+    spec          the fit spec (workbench.spec.FitSpec.to_dict): method, model, tasks with
+                  their paths and hashes, every setting, bos, device; fitting it again makes
+                  this run again
+    spec_hash     the spec's identity (workbench.spec.spec_hash): 16 hex digits
+    sweep         optional: the id of the sweep that made the run
 
-Runs saved before the schema had a version (version 0: no ``schema`` key, the fit record
-spread over the top level, metrics under other names, often no split sizes) are upgraded
-by :func:`upgrade`, which needs the task's data to recover split sizes and content hashes.
+Older runs are upgraded by :func:`upgrade`: version 1 (no spec) gets the spec its fields
+name (bos from the recorded prompt start, device unknown); runs saved before the schema had
+a version (version 0: no ``schema`` key, the fit record spread over the top level, metrics
+under other names, often no split sizes) need the task's data to recover split sizes and
+content hashes.
 """
 
 from __future__ import annotations
@@ -30,15 +37,16 @@ from collections.abc import Callable
 from numbers import Number
 from pathlib import Path
 
+from workbench.spec import spec_hash
 from workbench.tasks.files import DATA_DIR
 from workbench.tasks.task import SPLITS, Task
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 MODEL_FIELDS = ("n_layers", "n_heads", "n_kv_heads", "d_head", "d_model")
 TEST_METRICS = ("test_first_token_acc", "test_exact_match", "n_test")  # prefix match joined later:
 # "test_prefix_match" is written by every scored run since, and checked where present
 _CORE = ("id", "method", "created", "model", "tasks", "versions")
-_COMMON = (*_CORE, "schema", "task_sources", "split_sizes", "config", "template", "fit", "metrics")
+_COMMON = (*_CORE, "schema", "task_sources", "split_sizes", "config", "template", "fit", "metrics", "spec", "spec_hash")
 
 TaskLookup = Callable[[str], "Task | None"]
 
@@ -48,7 +56,7 @@ class SchemaError(ValueError):
 
 
 def validate(meta: dict) -> dict:
-    """Raise :class:`SchemaError` unless ``meta`` follows schema version 1; returns it."""
+    """Raise :class:`SchemaError` unless ``meta`` follows the current schema version; returns it."""
     where = f"Run {meta.get('id', '(no id)')!r}" if isinstance(meta, dict) else "Run"
     if not isinstance(meta, dict):
         raise SchemaError(f"{where}: meta.json is not a JSON object.")
@@ -104,7 +112,26 @@ def validate(meta: dict) -> dict:
                      f"'metrics.{task}.{key}' must be in [0, 1]")
         need(isinstance(scores["n_test"], int) and scores["n_test"] >= 1, f"'metrics.{task}.n_test' must be >= 1")
     need(isinstance(meta["versions"], dict), "'versions' must be an object")
+    spec = meta["spec"]
+    need(isinstance(spec, dict) and spec.get("method") == meta["method"]
+         and isinstance(spec.get("tasks"), list) and [t.get("name") for t in spec["tasks"] if isinstance(t, dict)] == tasks
+         and isinstance(spec.get("settings"), dict) and isinstance(spec.get("model"), str)
+         and isinstance(spec.get("bos"), bool),
+         "'spec' must name the run's method, model, tasks (in order), settings and bos")
+    need(meta["spec_hash"] == spec_hash(spec), "'spec_hash' does not match its spec")
+    need(isinstance(meta.get("sweep", ""), str), "'sweep' must be a sweep id")
     return meta
+
+
+def _filled_settings(method: str, config: dict) -> dict:
+    """A run's config with the settings added since filled in with their defaults (the values
+    its fit used), where the method is known and the config fits it; else as recorded."""
+    from workbench.methods import get_method
+
+    try:
+        return get_method(method).Config(**config).as_dict()
+    except (TypeError, ValueError):
+        return dict(config)
 
 
 def task_source(task: Task) -> dict:
@@ -118,24 +145,61 @@ def task_source(task: Task) -> dict:
 
 
 def upgrade(meta: dict, lookup: TaskLookup) -> dict:
-    """A version-0 ``meta.json`` in schema version 1 (a new dict; version 1 is returned as is).
+    """An older ``meta.json`` in the current schema version (a new dict; a current one is
+    returned as is).
 
     ``lookup(name)`` gives the task a run was fitted on (or None); split sizes and content
     hashes are recovered from it. Raises :class:`SchemaError` when they cannot be."""
     if meta.get("schema") == SCHEMA_VERSION:
         return meta
-    if "schema" in meta:
+    if "schema" in meta and meta["schema"] not in (1,):
         raise SchemaError(f"Run {meta.get('id')!r}: unknown schema version {meta['schema']!r}.")
     where = f"Run {meta.get('id', '(no id)')!r}"
     missing = [key for key in _CORE if key not in meta]
     if missing:
         raise SchemaError(f"{where}: meta.json lacks {', '.join(missing)}.")
+    version = meta.get("schema", 0)
     try:
-        return _upgrade_version_0(meta, lookup, where)
+        if version == 0:
+            meta = _upgrade_version_0(meta, lookup, where)
+        return _upgrade_version_1(meta, version)
     except SchemaError:
         raise
     except (TypeError, ValueError, AttributeError, KeyError) as err:  # fields of the wrong type
-        raise SchemaError(f"{where}: its version-0 metadata cannot be upgraded ({type(err).__name__}: {err}).") from None
+        raise SchemaError(f"{where}: its version-{version} metadata cannot be upgraded "
+                          f"({type(err).__name__}: {err}).") from None
+
+
+def _upgrade_version_1(meta: dict, version: int) -> dict:
+    """Version 1 in version 2: the spec its fields name (:func:`with_spec`)."""
+    new = with_spec(meta)
+    new["schema"] = SCHEMA_VERSION
+    new.setdefault("migrated_from", version)
+    return new
+
+
+def with_spec(meta: dict) -> dict:
+    """``meta`` with the spec its other fields name, and its hash (:func:`spec_of`)."""
+    spec = spec_of(meta)
+    return {**meta, "spec": spec, "spec_hash": spec_hash(spec)}
+
+
+def spec_of(meta: dict) -> dict:
+    """The fit spec a run's other fields name: method, model, tasks (paths and hashes),
+    config, and bos from the recorded prompt start (runs older than it had the BOS, then the
+    default); where the fit ran is not known."""
+    sources = meta["task_sources"]
+    spec = {
+        "version": 1,
+        "method": meta["method"],
+        "model": meta["model"]["model"],
+        "tasks": [{"name": t, "path": sources.get(t, {}).get("path", ""), "sha256": sources.get(t, {}).get("sha256", ""),
+                   "keep_first_duplicates": False} for t in meta["tasks"]],
+        "settings": _filled_settings(meta["method"], meta["config"]),
+        "bos": meta.get("prompt_start", None) != "",
+        "device": None,
+    }
+    return spec
 
 
 def _upgrade_version_0(meta: dict, lookup: TaskLookup, where: str) -> dict:
@@ -161,7 +225,7 @@ def _upgrade_version_0(meta: dict, lookup: TaskLookup, where: str) -> dict:
     if metrics and not all(isinstance(v, dict) for v in metrics.values()):
         metrics = {new["tasks"][0]: metrics}  # a flat score dict of a one-task run
     new.update(
-        schema=SCHEMA_VERSION,
+        schema=1,
         migrated_from=0,
         task_sources=sources,
         split_sizes=sizes,
