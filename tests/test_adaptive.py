@@ -18,7 +18,7 @@ from workbench.tasks.files import load_task
 from workbench.tasks.prompts import get_template
 from workbench.tasks.task import Task, TaskSplits
 
-TINY = dict(encoder="tiny-encoder", rank=4, per_task=16, steps=4, eval_every=2, batch_size=8, lr=5e-2)
+TINY = {**AdaptiveTaskVector.tiny_settings, "steps": 4, "eval_every": 2, "lr": 5e-2}
 QUERY, ANSWER = "hot", "cold"
 
 

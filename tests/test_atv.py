@@ -16,7 +16,7 @@ from workbench.store.runs import RunError, RunStore
 from workbench.tasks.files import load_task
 from workbench.tasks.prompts import get_template
 
-TINY = dict(encoder="tiny-encoder", rank=4, per_task=16, steps=3, eval_every=1, batch_size=8)
+TINY = AdaptiveTaskVector.tiny_settings
 
 
 @pytest.fixture(scope="module")

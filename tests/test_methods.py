@@ -34,21 +34,15 @@ from workbench.experiments.transfer import (
     transfer_per_query,
 )
 from workbench.methods import METHODS, Method, get_method, head_map_methods
+from workbench.methods import settings
+from workbench.methods.training import LearnedConfig
 from workbench.store.codec import from_run, to_run
 from workbench.store.runs import RunStore
 from workbench.tasks.files import load_task
 
-TINY = {  # method -> the smallest config that still runs every step
-    "TV": dict(shots=2, n_prompts=4),
-    "FV": dict(shots=2, n_prompts=4, n_shuffled=4, top_k=3),
-    "LTV": dict(shots=2, n_prompts=4, steps=3, eval_every=1, batch_size=8),
-    "SITE": dict(shots=2, n_prompts=4, steps=3, eval_every=1, batch_size=8),
-    "ATV": dict(encoder="tiny-encoder", rank=4, per_task=16, steps=3, eval_every=1, batch_size=8),
-}
-
-
 def tiny_config(name: str):
-    return METHODS[name].Config(**TINY[name])
+    """The smallest config that still runs every step: each method carries its own."""
+    return METHODS[name].Config(**METHODS[name].tiny_settings)
 
 
 def fit_method(model, task, name, config=None):
@@ -87,9 +81,38 @@ def test_every_method_round_trips_through_the_run_store(tiny_llama, antonym, fit
         else:
             with pytest.raises(ValueError, match="no per-head map"):
                 loaded.head_map()
-    assert head_map_methods() == ["SITE", "FV", "LTV"]  # the selection map first
+    mapped = [name for name, method in METHODS.items() if method.head_map_info is not None]
+    assert sorted(head_map_methods()) == sorted(mapped)
+    selection_first = [METHODS[name].head_map_info.is_selection for name in head_map_methods()]
+    assert selection_first == sorted(selection_first, reverse=True)  # the selection map (SITE's alpha) first
+    assert head_map_methods()[0] == "SITE"
     with pytest.raises(ValueError, match="Unknown method 'XYZ'"):
         get_method("XYZ")
+
+
+def test_every_setting_is_declared_once_with_its_bounds_and_help_and_check_reads_them():
+    for name, method in METHODS.items():
+        declared = settings.fields(method.Config)  # raises for a field not declared with setting(...)
+        assert all(f.spec.help for f in declared), name
+        method.Config(**method.tiny_settings).check(n_layers=2)
+        for f in declared:
+            bad = []
+            if f.spec.minimum is not None:
+                bad.append(f.kind(f.spec.minimum) - 1)
+            if f.spec.above is not None:
+                bad.append(f.kind(f.spec.above))
+            if f.kind is float:
+                bad += [float("nan"), float("inf")]
+            if f.kind in (int, float):
+                bad.append("3")
+            if f.spec.choices:
+                bad.append("no-such-choice")
+            for value in bad:
+                with pytest.raises(ValueError, match=f.name):
+                    method.Config(**{**method.tiny_settings, f.name: value}).check()
+            if f.spec.layer:
+                with pytest.raises(ValueError, match="below the model's 2 layers"):
+                    method.Config(**{f.name: 2}).check(n_layers=2)
 
 
 def test_relevance_is_magnitude_for_ltv_only(fits):
@@ -107,7 +130,7 @@ def test_every_method_reports_progress_as_stage_done_total_record(tiny_llama, an
         assert reports, name
         for stage, done, total, record in reports:
             assert isinstance(stage, str) and stage and 0 < done <= total and isinstance(record, dict)
-        assert reports[-1][1] == reports[-1][2] or name in ("LTV", "SITE")  # fits may stop early
+        assert reports[-1][1] == reports[-1][2] or issubclass(METHODS[name].Config, LearnedConfig)  # early stop
 
 
 def test_every_method_summarises_its_fit(fits):

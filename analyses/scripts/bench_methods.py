@@ -28,7 +28,7 @@ from workbench import atomic
 from workbench.experiments.comparison import RESULTS, compare_methods
 from workbench.experiments.evaluation import majority_baseline, summarize
 from workbench.experiments.measure import Measure
-from workbench.methods import METHODS
+from workbench.methods import METHODS, settings
 from workbench.model.loading import DEFAULT_MODEL, load_model
 from workbench.store.codec import from_run, to_run
 from workbench.store.runs import RunStore, bundled_store
@@ -45,19 +45,20 @@ def bundled_fit(model, task, name: str, template: str):
 
 
 def parse_settings(items: list[str]) -> dict[str, dict]:
-    """["LTV.loss=answer", "SITE.when=generated"] -> {"LTV": {"loss": "answer"}, ...}, values
-    cast to the config field's type."""
-    settings: dict[str, dict] = {}
+    """["LTV.loss=answer", "SITE.when=generated"] -> {"LTV": {"loss": "answer"}, ...}: each value
+    read as its setting's type and checked against its bounds (workbench.methods.settings)."""
+    chosen: dict[str, dict] = {}
     for item in items:
         key, _, value = item.partition("=")
         name, _, field = key.partition(".")
         if name not in METHODS or not field or not value:
             raise SystemExit(f"error: --set {item!r}: use METHOD.setting=value with a method of {', '.join(METHODS)}")
-        default = getattr(METHODS[name].Config(), field, None)
-        if field not in METHODS[name].Config.__dataclass_fields__:
-            raise SystemExit(f"error: --set {item!r}: {name} has no setting {field!r}")
-        settings.setdefault(name, {})[field] = type(default)(value) if default is not None else value
-    return settings
+        try:
+            chosen.setdefault(name, {})[field] = settings.parse(METHODS[name].Config, field, value)
+            METHODS[name].Config(**chosen[name]).check()
+        except ValueError as err:
+            raise SystemExit(f"error: --set {item!r}: {err}") from None
+    return chosen
 
 
 def bench_task(model, task, template: str, shots: int, limit: int | None, methods: list[str], reuse: set[str],
@@ -140,7 +141,7 @@ def main(argv: list[str] | None = None) -> None:
                         help="change a method's setting, e.g. LTV.loss=answer SITE.when=generated")
     parser.add_argument("--suffix", default="", help="added to the output file names (e.g. _5tasks)")
     args = parser.parse_args(argv)
-    settings = parse_settings(args.set)
+    chosen = parse_settings(args.set)
 
     model = load_model(args.model)
     store = RunStore(args.store) if args.store else None
@@ -159,7 +160,7 @@ def main(argv: list[str] | None = None) -> None:
     ):
         task_rows, frame = bench_task(
             model, load_task(name), args.template, args.shots, args.limit, args.methods, set(args.reuse_bundled),
-            store, settings,
+            store, chosen,
         )
         table = pd.concat([table, pd.DataFrame(task_rows)], ignore_index=True)
         per_query = pd.concat([per_query, frame.drop(columns=["prompt"])], ignore_index=True)

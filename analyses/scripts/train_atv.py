@@ -29,35 +29,19 @@ from workbench import atomic
 from workbench.experiments.comparison import RESULTS
 from workbench.experiments.evaluation import evaluate, summarize
 from workbench.experiments.measure import Measure
+from workbench.methods import settings
 from workbench.methods.atv import HELD_OUT, AdaptiveTaskVector, AtvConfig, lora_parameters
 from workbench.model.loading import DEFAULT_MODEL, load_model
 from workbench.store.codec import from_run, to_run
 from workbench.store.runs import RunStore, user_store
 from workbench.tasks.files import list_tasks, load_task
-from workbench.tasks.prompts import DEFAULT_TEMPLATE
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    defaults = AtvConfig()
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default=DEFAULT_MODEL)
-    parser.add_argument("--encoder", default=defaults.encoder, help="S: the embedded MiniLM, or any HF folder / name")
-    parser.add_argument("--train-encoder", action="store_true", help="also fit S's weights (saved with the run)")
-    parser.add_argument("--encoder-lr", type=float, default=defaults.encoder_lr)
     parser.add_argument("--unseen", nargs="+", default=list(HELD_OUT), help="held-out tasks (never trained on)")
     parser.add_argument("--seen", nargs="+", default=None, help="training tasks (default: every other built-in task)")
-    parser.add_argument("--template", default=DEFAULT_TEMPLATE)
-    parser.add_argument("--rank", type=int, default=defaults.rank, help="rank of the map; 0: full rank")
-    parser.add_argument("--scale", type=float, default=defaults.scale, help="lambda")
-    parser.add_argument("--loss", default=defaults.loss, choices=["answer", "first_token"])
-    parser.add_argument("--when", default=defaults.when, choices=["last", "generated", "all"])
-    parser.add_argument("--per-task", type=int, default=defaults.per_task, help="training queries per task")
-    parser.add_argument("--steps", type=int, default=defaults.steps, help="at most (early stop on selection loss)")
-    parser.add_argument("--lr", type=float, default=defaults.lr)
-    parser.add_argument("--batch-size", type=int, default=defaults.batch_size)
-    parser.add_argument("--eval-every", type=int, default=defaults.eval_every)
-    parser.add_argument("--patience", type=int, default=defaults.patience)
-    parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--store", default=None, help="save the run here (default: the user's run store)")
     parser.add_argument("--checkpoint", type=Path, default=None, help="checkpoint folder (resumed if present)")
     parser.add_argument("--checkpoint-every", type=int, default=100)
@@ -66,6 +50,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--evaluate-only", metavar="RUN_ID", default=None, help="score a saved ATV run, no training")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     parser.add_argument("--no-progress", action="store_true")
+    settings.add_flags(parser.add_argument_group("ATV settings"), [("ATV", AtvConfig)])
     return parser.parse_args(argv)
 
 
@@ -119,12 +104,11 @@ def main(argv: list[str] | None = None) -> None:
         fit = from_run(run, model)
         seen, unseen = list(fit.tasks), list(run.meta.get("held_out", unseen))
     else:
-        config = AtvConfig(encoder=args.encoder, train_encoder=args.train_encoder, encoder_lr=args.encoder_lr,
-                           template=args.template, rank=args.rank, scale=args.scale,
-                           loss=args.loss, when=args.when, per_task=args.per_task, steps=args.steps, lr=args.lr,
-                           batch_size=args.batch_size, eval_every=args.eval_every, patience=args.patience,
-                           seed=args.seed)
-        config.check(model.heads.shape.n_layers)
+        config = AtvConfig(**settings.given(args))
+        try:
+            config.check(model.heads.shape.n_layers, names=settings.flag_names(AtvConfig))
+        except ValueError as err:
+            raise SystemExit(f"error: {err}") from None
         checkpoint = args.checkpoint or store.root.parent / ".atv_checkpoint"
         tasks = [load_task(name) for name in seen]
         print(f"ATV on {model.name}: {len(seen)} seen tasks, {len(unseen)} unseen ({', '.join(unseen)}); "
@@ -142,8 +126,9 @@ def main(argv: list[str] | None = None) -> None:
               f"{fit.parameters():,} parameters (a LoRA of rank {config.rank or '-'} on q, v: "
               f"{lora_parameters(model, config.rank) if config.rank else '-'})", file=sys.stderr, flush=True)
 
-    scores = score(model, fit, seen + unseen, set(unseen), args.template, args.limit, args.no_progress)
-    stem = f"atv_{args.model.replace('/', '--')}_{args.template}"
+    template = fit.config.template
+    scores = score(model, fit, seen + unseen, set(unseen), template, args.limit, args.no_progress)
+    stem = f"atv_{args.model.replace('/', '--')}_{template}"
     atomic.write_text(args.out / f"{stem}.csv", scores.to_csv(index=False))
     if not args.evaluate_only:
         atv_rows = scores[scores["method"] == "ATV"]
@@ -159,10 +144,10 @@ def main(argv: list[str] | None = None) -> None:
 
     atv = scores[scores["method"] == "ATV"]
     for label, rows in (("seen", atv[atv["seen"]]), ("unseen", atv[~atv["seen"]])):
-        print(f"\n## ATV on {label} tasks, test split, template {args.template}\n")
+        print(f"\n## ATV on {label} tasks, test split, template {template}\n")
         print(rows[["task", "n", "first_token_acc", "prefix_match", "exact_match", "seconds_per_query"]]
               .to_markdown(index=False, floatfmt=".2f"))
-    benchmark_csv = args.out / f"methods_{args.model.replace('/', '--')}_{args.template}.csv"
+    benchmark_csv = args.out / f"methods_{args.model.replace('/', '--')}_{template}.csv"
     if benchmark_csv.is_file():
         benchmark = pd.read_csv(benchmark_csv)
         zero = scores[scores["method"] == "zero-shot"].set_index("task")["exact_match"]
@@ -172,7 +157,7 @@ def main(argv: list[str] | None = None) -> None:
             print(f"\nnote: zero-shot differs from {benchmark_csv.name} on {', '.join(differ)} "
                   "(other queries or another version); the comparison below mixes them")
         print(f"\n## ATV beside {benchmark_csv.name}: means over seen / unseen tasks, test split, "
-              f"template {args.template}\n")
+              f"template {template}\n")
         print(beside_benchmark(scores, benchmark).to_markdown(index=False, floatfmt=".3f"))
 
 
