@@ -23,7 +23,7 @@ def test_bos_benchmark_measures_both_prompt_starts(tmp_path, capsys):
     assert sorted(set(table["method"])) == ["2-shot ICL", "TV", "zero-shot"]
     assert (table[table["method"] == "TV"]["fit_s"].astype(float) > 0).all()  # fitted once per prompt start
     assert set(table[table["bos"]]["prompt_start"]) == {"<bos>"} and set(table[~table["bos"]]["prompt_start"]) == {""}
-    assert (table["n"] == 3).all() and table[["first", "prefix", "exact"]].apply(lambda c: c.between(0, 1)).all().all()
+    assert (table["n"] == 3).all() and table[["first_token_acc", "prefix_match", "exact_match"]].apply(lambda c: c.between(0, 1)).all().all()
     assert "pooled over 1 tasks" in capsys.readouterr().out
 
 
@@ -39,7 +39,7 @@ def test_methods_benchmark_covers_every_method(tmp_path):
     assert sorted(runs["method"]) == ["LTV", "TV"]
     for metrics, method in zip(runs["metrics"], runs["method"]):  # each run carries its row's test scores
         row = table[table.method == method].iloc[0]
-        assert metrics["antonym"]["test_first_token_acc"] == row["first"] and metrics["antonym"]["n_test"] == 3
+        assert metrics["antonym"]["test_first_token_acc"] == row["first_token_acc"] and metrics["antonym"]["n_test"] == 3
 
 
 def test_head_map_agreement_reads_stored_runs_and_prints_each_pair(tmp_path, capsys, tiny_llama):

@@ -56,8 +56,10 @@ def test_bundled_tv_fv_ltv_runs_reproduce_the_benchmark_table(embedded_model):
     from workbench.store.codec import from_run
     from workbench.store.runs import bundled_store
 
-    table = pd.read_csv(ROOT / "analyses" / "results" / "methods_smollm2-135m-instruct_qa.csv")
-    expected = table[table["task"] == "present_past"].set_index("method")["first"]
+    from workbench.experiments.comparison import read_benchmark
+
+    table = read_benchmark(ROOT / "analyses" / "results" / "methods_smollm2-135m-instruct_qa.csv")
+    expected = table[table["task"] == "present_past"].set_index("method")["first_token_acc"]
     task = load_task("present_past")
     for name in ("TV", "FV", "LTV"):
         run = bundled_store().latest(name, "present_past", embedded_model.name)

@@ -22,7 +22,7 @@ from workbench.experiments.comparison import (
     read_benchmark,
     task_view,
 )
-from workbench.experiments.evaluation import evaluate
+from workbench.experiments.evaluation import evaluate, summarize
 from workbench.experiments.fitting import fit_score_save
 from workbench.experiments.head_maps import compare_maps, maps_table, rank_correlation, top_k_overlap
 from workbench.experiments.transfer import (
@@ -197,8 +197,8 @@ def _benchmark() -> pd.DataFrame:
                 {
                     "task": task,
                     "method": method,
-                    "first": first * scale,
-                    "exact": first * scale / 2,
+                    "first_token_acc": first * scale,
+                    "exact_match": first * scale / 2,
                     "s_per_query": 0.1,
                     "tokens": 100 if "ICL" in method else 10,
                     "fit_s": 1.0,
@@ -208,8 +208,8 @@ def _benchmark() -> pd.DataFrame:
         {
             "task": "c",
             "method": "zero-shot",
-            "first": 1.0,
-            "exact": 1.0,
+            "first_token_acc": 1.0,
+            "exact_match": 1.0,
             "s_per_query": 0.1,
             "tokens": 10,
             "fit_s": np.nan,
@@ -223,8 +223,8 @@ def test_task_view_orders_methods_and_averages_complete_tasks():
     view = task_view(table, "a")
     assert list(view["method"]) == ["zero-shot", "10-shot ICL", "TV", "SITE"]
     mean = task_view(table, MEAN)
-    assert mean.set_index("method").loc["SITE", "first"] == pytest.approx(0.6)
-    assert mean.set_index("method").loc["zero-shot", "first"] == 0.0  # task c left out
+    assert mean.set_index("method").loc["SITE", "first_token_acc"] == pytest.approx(0.6)
+    assert mean.set_index("method").loc["zero-shot", "first_token_acc"] == 0.0  # task c left out
     assert mean["task"].iloc[0] == f"{MEAN} (2)"
     with pytest.raises(ValueError, match="No rows for task 'zzz'"):
         task_view(table, "zzz")
@@ -241,7 +241,7 @@ def test_comparison_figure_has_a_bar_per_method_in_four_panels():
     view = task_view(_benchmark(), "b")
     fig = comparison_figure(view)
     assert len(fig.data) == 4 and all(list(bar.x) == list(view["method"]) for bar in fig.data)
-    assert list(fig.data[0].y) == list(view["first"]) and list(fig.data[2].y) == list(view["tokens"])
+    assert list(fig.data[0].y) == list(view["first_token_acc"]) and list(fig.data[2].y) == list(view["tokens"])
 
 
 def test_benchmark_files_and_reading(tmp_path):
@@ -250,9 +250,24 @@ def test_benchmark_files_and_reading(tmp_path):
     _benchmark().to_csv(tmp_path / "methods_other_qa.csv", index=False)
     assert benchmark_files("m", tmp_path) == {"qa": tmp_path / "methods_m_qa.csv"}
     assert len(read_benchmark(tmp_path / "methods_m_qa.csv")) == 9
+    old = _benchmark().rename(columns={"first_token_acc": "first", "exact_match": "exact"})  # a table before the record
+    old.to_csv(tmp_path / "methods_old_qa.csv", index=False)
+    pd.testing.assert_frame_equal(read_benchmark(tmp_path / "methods_old_qa.csv"), _benchmark())
     pd.DataFrame({"task": ["a"]}).to_csv(tmp_path / "bad.csv", index=False)
     with pytest.raises(ValueError, match="not a methods benchmark table"):
         read_benchmark(tmp_path / "bad.csv")
+
+
+def test_one_metric_record_names_every_column_and_run_key(tiny_llama, antonym, fits, tmp_path):
+    from workbench.experiments.fitting import metrics_from_summary
+    from workbench.scoring import ANSWER_METRICS, METRICS
+
+    per_query = evaluate(tiny_llama, antonym, template="qa", limit=3, intervention=fits["TV"].intervention())
+    summary = summarize(per_query)
+    for metric in ANSWER_METRICS:
+        assert metric.per_query in per_query and metric.summary in summary and metric.summary in METRICS
+        assert summary[metric.summary].iloc[0] == per_query[metric.per_query].mean()
+        assert metrics_from_summary(summary.iloc[0])[metric.run_key] == summary[metric.summary].iloc[0]
 
 
 def test_from_summary_renames_and_adds_fit_time():
@@ -267,7 +282,7 @@ def test_from_summary_renames_and_adds_fit_time():
     )
     frame = from_summary(summary, {"TV": 3.0})
     assert frame["fit_s"].isna().tolist() == [True, False] and frame["fit_s"].iloc[1] == 3.0
-    assert {"first", "exact", "s_per_query", "tokens"} <= set(frame)
+    assert {"first_token_acc", "exact_match", "s_per_query", "tokens"} <= set(frame)
 
 
 # ----------------------------------------------------------------------------- head maps

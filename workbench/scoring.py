@@ -35,16 +35,42 @@ from workbench.model.heads import Hook
 from workbench.model.loading import LoadedModel
 from workbench.tasks.prompts import answer_text
 
-METRICS = {
-    "first_token_acc": "first-token accuracy",
-    "prefix_match": "prefix match",
-    "exact_match": "exact match",
-}
-METRIC_NOTES = {
-    "first_token_acc": "greedy output starts with the answer's tokens up to the first one that carries it",
-    "prefix_match": "the output starts with the answer, then a word boundary",
-    "exact_match": "the output's first line equals the answer",
-}
+
+
+@dataclass(frozen=True)
+class Metric:
+    """One answer metric under every name it goes by, so no module keeps a rename table."""
+
+    summary: str  # the column of a summary or benchmark table: the mean over queries
+    per_query: str  # the column of per-query rows: True / False
+    short: str  # a compact header (side-by-side tables)
+    label: str  # what tables and figures call it
+    note: str  # what it checks
+    aliases: tuple[str, ...] = ()  # older names of the summary column (benchmark CSVs before the record)
+
+    @property
+    def run_key(self) -> str:
+        """Its key in a run's test metrics (``meta["metrics"][task]``)."""
+        return f"test_{self.summary}"
+
+
+ANSWER_METRICS = (
+    Metric("first_token_acc", "first_token_correct", "first token", "first-token accuracy",
+           "greedy output starts with the answer's tokens up to the first one that carries it", ("first",)),
+    Metric("prefix_match", "prefix_match", "prefix", "prefix match",
+           "the output starts with the answer, then a word boundary", ("prefix",)),
+    Metric("exact_match", "exact_match", "exact", "exact match", "the output's first line equals the answer",
+           ("exact",)),
+)
+METRICS = {m.summary: m.label for m in ANSWER_METRICS}  # summary column -> label
+METRIC_NOTES = {m.summary: m.note for m in ANSWER_METRICS}
+
+
+def current_columns(frame):
+    """A saved table with the metrics' older column names (``first``, ``prefix``, ``exact``)
+    renamed to their summary names; other columns as they are."""
+    renames = {alias: m.summary for m in ANSWER_METRICS for alias in m.aliases if m.summary not in frame.columns}
+    return frame.rename(columns=renames)
 
 
 # ----------------------------------------------------------------------------- the answer's tokens

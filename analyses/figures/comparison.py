@@ -14,10 +14,11 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from workbench.experiments.comparison import family, method_order
+from workbench.scoring import METRICS
 
 PANELS = {  # column -> panel title
-    "first": "first-token accuracy",
-    "exact": "exact match",
+    "first_token_acc": METRICS["first_token_acc"],
+    "exact_match": METRICS["exact_match"],
     "tokens": "prompt tokens per query",
     "s_per_query": "seconds per query",
 }
@@ -49,7 +50,7 @@ def comparison_figure(view: pd.DataFrame, title: str | None = None) -> go.Figure
     colors = [method_color(m) for m in methods]
     for i, (column, label) in enumerate(PANELS.items(), start=1):
         values = view[column].astype(float)
-        accuracy = column in ("first", "exact")
+        accuracy = column in METRICS
         fig.add_trace(
             go.Bar(
                 x=methods,
@@ -70,7 +71,7 @@ def comparison_figure(view: pd.DataFrame, title: str | None = None) -> go.Figure
     return fig
 
 
-def accuracy_matrix_figure(table: pd.DataFrame, value: str = "first") -> go.Figure:
+def accuracy_matrix_figure(table: pd.DataFrame, value: str = "first_token_acc") -> go.Figure:
     """Task (rows, by the best method's score) x method (columns) heatmap of ``value``."""
     wide = table.pivot_table(index="task", columns="method", values=value, aggfunc="mean")
     wide = wide[method_order(wide.columns)]

@@ -26,12 +26,12 @@ from workbench.experiments.comparison import RESULTS
 from workbench.experiments.evaluation import evaluate, summarize
 from workbench.experiments.measure import Measure
 from workbench.methods import METHODS
+from workbench.scoring import METRICS, current_columns
 from workbench.model.loading import DEFAULT_MODEL, load_model
 from workbench.tasks.files import load_task
 from workbench.tasks.prompts import DEFAULT_TEMPLATE
 
 TASKS = ["antonym", "country_capital", "present_past", "number_next", "english_french_number"]
-METRICS = {"first_token_acc": "first", "prefix_match": "prefix", "exact_match": "exact"}
 
 parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
 parser.add_argument("--model", default=DEFAULT_MODEL)
@@ -45,9 +45,10 @@ parser.add_argument("--out", type=Path, default=RESULTS)
 
 def pooled(table: pd.DataFrame) -> pd.DataFrame:
     """Each metric over all items of all tasks (tasks weighted by their size)."""
-    weighted = table.assign(**{m: table[m] * table["n"] for m in METRICS.values()})
-    sums = weighted.groupby(["method", "bos"], sort=False)[[*METRICS.values(), "n"]].sum()
-    return sums[list(METRICS.values())].div(sums["n"], axis=0).join(sums["n"]).reset_index()
+    table = current_columns(table)
+    weighted = table.assign(**{m: table[m] * table["n"] for m in METRICS})
+    sums = weighted.groupby(["method", "bos"], sort=False)[[*METRICS, "n"]].sum()
+    return sums[list(METRICS)].div(sums["n"], axis=0).join(sums["n"]).reset_index()
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -73,12 +74,11 @@ def main(argv: list[str] | None = None) -> None:
                 for row in summarize(pd.concat(frames)).itertuples():
                     rows.append({"task": name, "bos": bos, "prompt_start": model.prompt_start, "split": split,
                                  "n": row.n, "method": row.method,
-                                 **{short: getattr(row, metric) for metric, short in METRICS.items()},
+                                 **{metric: getattr(row, metric) for metric in METRICS},
                                  **({"fit_s": fit_seconds[row.method]} if row.method in fit_seconds else {})})
         table = pd.DataFrame(rows)  # written after every task: a kill keeps what is done
         atomic.write_text(out, table.to_csv(index=False))
-    print(f"## Per task (template {args.template}; first = first-token accuracy, prefix = prefix match, "
-          "exact = exact match)\n")
+    print(f"## Per task (template {args.template}; {', '.join(f'{k} = {v}' for k, v in METRICS.items())})\n")
     print(table.to_markdown(index=False, floatfmt=".2f"))
     for split in ("valid", "test"):
         print(f"\n## {split} split, pooled over {table['task'].nunique()} tasks\n")

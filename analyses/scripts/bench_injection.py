@@ -26,6 +26,7 @@ from workbench.experiments.comparison import RESULTS
 from workbench.experiments.evaluation import evaluate, summarize
 from workbench.experiments.measure import Measure
 from workbench.methods import METHODS
+from workbench.scoring import METRICS
 from workbench.model.loading import DEFAULT_MODEL, load_model
 from workbench.tasks.files import load_task
 from workbench.tasks.prompts import DEFAULT_TEMPLATE, get_template
@@ -55,8 +56,8 @@ def bench_task(model, task, name: str, template: str, limit: int | None) -> list
                 row = summarize(frame).iloc[0]
                 rows.append({
                     "task": task.name, "method": name, "loss": settings.get("loss", ""), "when": when,
-                    "split": split, "n": int(row.n), "first": row.first_token_acc, "prefix": row.prefix_match,
-                    "exact": row.exact_match, "fit_s": m.seconds, **fit.summary(),
+                    "split": split, "n": int(row.n), **{k: getattr(row, k) for k in METRICS}, "fit_s": m.seconds,
+                    **fit.summary(),
                 })
     return rows
 
@@ -84,10 +85,9 @@ def main(argv: list[str] | None = None) -> None:
     for split in ("valid", "test"):
         part = table[table["split"] == split]
         print(f"## {split} split, template {args.template}: per task\n")
-        print(part[["task", *keys, "n", "first", "prefix", "exact", "fit_s"]].to_markdown(index=False, floatfmt=".2f"))
-        means = part.groupby(keys, sort=False)[["first", "prefix", "exact", "fit_s"]].mean().reset_index()
-        print(f"\n## {split} split: mean over {part['task'].nunique()} tasks per option "
-              "(first = first-token accuracy, prefix = prefix match, exact = exact match)\n")
+        print(part[["task", *keys, "n", *METRICS, "fit_s"]].to_markdown(index=False, floatfmt=".2f"))
+        means = part.groupby(keys, sort=False)[[*METRICS, "fit_s"]].mean().reset_index()
+        print(f"\n## {split} split: mean over {part['task'].nunique()} tasks per option\n")
         print(means.to_markdown(index=False, floatfmt=".3f"), "\n")
 
 

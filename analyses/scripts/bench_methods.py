@@ -30,6 +30,7 @@ from workbench.experiments.evaluation import majority_baseline, summarize
 from workbench.experiments.measure import Measure
 from workbench.methods import METHODS, settings
 from workbench.model.loading import DEFAULT_MODEL, load_model
+from workbench.scoring import ANSWER_METRICS, METRICS, current_columns
 from workbench.store.codec import from_run, to_run
 from workbench.store.runs import RunStore, bundled_store
 from workbench.tasks.files import list_tasks, load_task
@@ -81,9 +82,7 @@ def bench_task(model, task, template: str, shots: int, limit: int | None, method
         {
             "task": task.name,
             "method": s.method,
-            "first": s.first_token_acc,
-            "prefix": s.prefix_match,
-            "exact": s.exact_match,
+            **{m.summary: getattr(s, m.summary) for m in ANSWER_METRICS},
             "when": s.when,
             "fit_s": float("nan"),
             "s_per_query": s.seconds_per_query,
@@ -100,8 +99,7 @@ def bench_task(model, task, template: str, shots: int, limit: int | None, method
     for name, fit in fits.items():
         if store is not None and fitting[name]["note"] != "bundled":
             row = next(r for r in rows if r["method"] == name)
-            scores = {"test_first_token_acc": row["first"], "test_prefix_match": row["prefix"],
-                      "test_exact_match": row["exact"], "n_test": int(row["n"]), "when": row["when"],
+            scores = {**{m.run_key: row[m.summary] for m in ANSWER_METRICS}, "n_test": int(row["n"]), "when": row["when"],
                       "s_per_query": row["s_per_query"], "prompt_tokens": row["tokens"],
                       "fit_peak_mib": row["fit_peak_mib"], "eval_peak_mib": row["eval_peak_mib"]}
             store.save(to_run(fit, model, task, metrics={task.name: scores}))
@@ -153,7 +151,7 @@ def main(argv: list[str] | None = None) -> None:
     paths = args.out / f"{stem}.csv", args.out / f"{stem}_per_query.csv"
     table, per_query = pd.DataFrame(), pd.DataFrame()
     if args.resume and all(path.exists() for path in paths):
-        table, per_query = pd.read_csv(paths[0]), pd.read_csv(paths[1])
+        table, per_query = current_columns(pd.read_csv(paths[0])), pd.read_csv(paths[1])
     done = set(table.get("task", []))
     for name in tqdm(
         [t for t in args.tasks or list_tasks() if t not in done], desc="methods benchmark", unit="task"
@@ -167,14 +165,13 @@ def main(argv: list[str] | None = None) -> None:
         for frame_, path in zip((table, per_query), paths):  # after every task
             atomic.write_text(path, frame_.to_csv(index=False))
     order = list(dict.fromkeys(table["method"]))
-    names = {"first": "First-token accuracy", "prefix": "Prefix match", "exact": "Exact match"}
-    for value, title in names.items():
+    for value, title in METRICS.items():
         wide = table.pivot(index="task", columns="method", values=value)[order]
         wide.loc["MEAN"] = wide.mean()
-        print(f"## {title}, test split, template {args.template}\n")
+        print(f"## {title.capitalize()}, test split, template {args.template}\n")
         print(wide.rename(columns=_markdown_safe).to_markdown(floatfmt=".2f"), "\n")
     means = table.groupby("method", sort=False)[
-        ["first", "prefix", "exact", "fit_s", "s_per_query", "tokens", "fit_peak_mib", "eval_peak_mib"]
+        [*METRICS, "fit_s", "s_per_query", "tokens", "fit_peak_mib", "eval_peak_mib"]
     ].mean()
     print(
         "## Means over tasks: accuracy, fit time (s), time per query (s), prompt tokens, peak memory (MiB)\n"

@@ -32,6 +32,7 @@ from workbench.experiments.measure import Measure
 from workbench.methods import settings
 from workbench.methods.atv import HELD_OUT, AdaptiveTaskVector, AtvConfig, lora_parameters
 from workbench.model.loading import DEFAULT_MODEL, load_model
+from workbench.scoring import ANSWER_METRICS, METRICS, current_columns
 from workbench.store.codec import from_run, to_run
 from workbench.store.runs import RunStore, user_store
 from workbench.tasks.files import list_tasks, load_task
@@ -75,14 +76,13 @@ def score(model, fit: AdaptiveTaskVector, tasks: list[str], unseen: set[str], te
 def beside_benchmark(scores: pd.DataFrame, benchmark: pd.DataFrame) -> pd.DataFrame:
     """Mean over seen and over unseen tasks of ATV and of every method of the benchmark
     (its plain rows, not "| ICL-correct"), on the tasks both have."""
-    atv = scores[scores["method"] == "ATV"].rename(
-        columns={"first_token_acc": "first", "prefix_match": "prefix", "exact_match": "exact",
-                 "seconds_per_query": "s_per_query"})
+    atv = scores[scores["method"] == "ATV"].rename(columns={"seconds_per_query": "s_per_query"})
     seen = dict(zip(atv["task"], atv["seen"]))
+    benchmark = current_columns(benchmark)
     others = benchmark[benchmark["task"].isin(seen) & ~benchmark["method"].str.contains("|", regex=False)]
-    table = pd.concat([others, atv[["task", "method", "first", "prefix", "exact", "s_per_query"]]], ignore_index=True)
+    table = pd.concat([others, atv[["task", "method", *METRICS, "s_per_query"]]], ignore_index=True)
     table["tasks"] = table["task"].map(lambda t: "seen" if seen[t] else "unseen")
-    means = table.groupby(["tasks", "method"], sort=False)[["first", "prefix", "exact", "s_per_query"]].mean()
+    means = table.groupby(["tasks", "method"], sort=False)[[*METRICS, "s_per_query"]].mean()
     means["n_tasks"] = table.groupby(["tasks", "method"], sort=False)["task"].nunique()
     return means.reset_index()
 
@@ -132,9 +132,8 @@ def main(argv: list[str] | None = None) -> None:
     atomic.write_text(args.out / f"{stem}.csv", scores.to_csv(index=False))
     if not args.evaluate_only:
         atv_rows = scores[scores["method"] == "ATV"]
-        metrics = {row.task: {"test_first_token_acc": row.first_token_acc, "test_prefix_match": row.prefix_match,
-                              "test_exact_match": row.exact_match, "n_test": int(row.n), "seen": bool(row.seen),
-                              "s_per_query": row.seconds_per_query}
+        metrics = {row.task: {**{m.run_key: getattr(row, m.summary) for m in ANSWER_METRICS}, "n_test": int(row.n),
+                              "seen": bool(row.seen), "s_per_query": row.seconds_per_query}
                    for row in atv_rows.itertuples()}
         run = to_run(fit, model, [load_task(name) for name in seen], metrics=metrics)
         run.meta["held_out"] = unseen
@@ -149,9 +148,9 @@ def main(argv: list[str] | None = None) -> None:
               .to_markdown(index=False, floatfmt=".2f"))
     benchmark_csv = args.out / f"methods_{args.model.replace('/', '--')}_{template}.csv"
     if benchmark_csv.is_file():
-        benchmark = pd.read_csv(benchmark_csv)
+        benchmark = current_columns(pd.read_csv(benchmark_csv))
         zero = scores[scores["method"] == "zero-shot"].set_index("task")["exact_match"]
-        theirs = benchmark[benchmark["method"] == "zero-shot"].set_index("task")["exact"]
+        theirs = benchmark[benchmark["method"] == "zero-shot"].set_index("task")["exact_match"]
         differ = sorted(t for t in zero.index if t in theirs.index and abs(zero[t] - theirs[t]) > 1e-9)
         if differ:
             print(f"\nnote: zero-shot differs from {benchmark_csv.name} on {', '.join(differ)} "

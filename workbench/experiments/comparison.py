@@ -3,8 +3,9 @@
 :func:`compare_methods` evaluates zero-shot, k-shot ICL and each given fit on the same
 queries, timing each and measuring its peak memory. The all-methods benchmark
 (``analyses/scripts/bench_methods.py``) saves one row per (task, method) with the columns
-first, prefix, exact (the three test metrics), tokens (prompt tokens per query),
-s_per_query and fit_s;
+of the three answer metrics (their summary names, ``workbench.scoring.ANSWER_METRICS``;
+older tables' ``first`` / ``prefix`` / ``exact`` are read as those), tokens (prompt tokens
+per query), s_per_query and fit_s;
 :func:`from_summary` turns a comparison computed in the app into the same columns.
 
 * :func:`read_benchmark`, :func:`benchmark_files`: the saved tables and their templates;
@@ -23,11 +24,12 @@ from workbench.experiments.evaluation import evaluate, summarize
 from workbench.experiments.measure import Measure
 from workbench.methods import METHODS, Method
 from workbench.model.loading import LoadedModel
+from workbench.scoring import METRICS, current_columns
 from workbench.tasks.task import Task
 
 RESULTS = Path(__file__).resolve().parents[2] / "analyses" / "results"
 MEAN = "mean over tasks"
-REQUIRED = {"task", "method", "first", "exact", "s_per_query", "tokens"}
+REQUIRED = {"task", "method", "first_token_acc", "exact_match", "s_per_query", "tokens"}
 BASELINES = ["zero-shot", "ICL"]
 MEMORY = ("fit_peak_mib", "eval_peak_mib")  # peak memory of the fit and of the evaluation (MiB)
 
@@ -86,7 +88,7 @@ def method_order(methods) -> list[str]:
 
 def read_benchmark(path) -> pd.DataFrame:
     """A saved benchmark table (``methods_<model>_<template>.csv``), checked for its columns."""
-    frame = pd.read_csv(path)
+    frame = current_columns(pd.read_csv(path))
     missing = REQUIRED - set(frame.columns)
     if missing:
         raise ValueError(f"{path} is not a methods benchmark table: no column {', '.join(sorted(missing))}.")
@@ -108,15 +110,7 @@ def benchmark_files(model: str, folder: Path | None = None) -> dict[str, Path]:
 
 def from_summary(summary: pd.DataFrame, fit_seconds: dict | None = None) -> pd.DataFrame:
     """:func:`compare_methods`' summary in the benchmark's columns."""
-    frame = summary.rename(
-        columns={
-            "first_token_acc": "first",
-            "prefix_match": "prefix",
-            "exact_match": "exact",
-            "seconds_per_query": "s_per_query",
-            "prompt_tokens": "tokens",
-        }
-    )
+    frame = summary.rename(columns={"seconds_per_query": "s_per_query", "prompt_tokens": "tokens"})
     frame["fit_s"] = frame["method"].map(fit_seconds or {}).astype(float)
     return frame
 
@@ -129,7 +123,7 @@ def task_view(table: pd.DataFrame, task: str = MEAN) -> pd.DataFrame:
         counts = base.groupby("task")["method"].nunique()
         complete = counts[counts == counts.max()].index
         rows = table[table["task"].isin(complete)]
-        numeric = [c for c in ("first", "prefix", "exact", "tokens", "s_per_query", "fit_s", *MEMORY) if c in rows]
+        numeric = [c for c in (*METRICS, "tokens", "s_per_query", "fit_s", *MEMORY) if c in rows]
         view = rows.groupby("method", sort=False)[numeric].mean().reset_index()
         view.insert(0, "task", f"{MEAN} ({len(complete)})")
     else:

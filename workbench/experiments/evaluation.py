@@ -26,17 +26,12 @@ from workbench import scoring
 from workbench.interventions import Intervention
 from workbench.model import inference
 from workbench.model.loading import LoadedModel
-from workbench.scoring import METRICS, normalise
+from workbench.scoring import ANSWER_METRICS, normalise
 from workbench.tasks.prompts import PromptTemplate, build_prompts, get_template
 from workbench.tasks.task import Task
 
 Progress = Callable[[int, int], None]
-PER_QUERY_VALUES = {
-    "prediction": "prediction",
-    "first_token_correct": "first token",
-    "prefix_match": "prefix",
-    "exact_match": "exact",
-}
+PER_QUERY_VALUES = {"prediction": "prediction", **{m.per_query: m.short for m in ANSWER_METRICS}}  # column -> header
 
 
 def evaluate(
@@ -125,10 +120,9 @@ def summarize(results: pd.DataFrame) -> pd.DataFrame:
     """Per (task, method): accuracies, prompt tokens and time per query."""
     keys = [k for k in ("model", "task", "method", "template", "prompt_start", "shots", "when") if k in results.columns]
     grouped = results.groupby(keys, sort=False)
-    columns = {"first_token_acc": "first_token_correct", "prefix_match": "prefix_match", "exact_match": "exact_match"}
     table = grouped.agg(
         n=("exact_match", "size"),
-        **{metric: (columns[metric], "mean") for metric in METRICS if columns[metric] in results.columns},
+        **{m.summary: (m.per_query, "mean") for m in ANSWER_METRICS if m.per_query in results.columns},
         prompt_tokens=("prompt_tokens", "mean"),
         seconds_per_query=("seconds", "mean"),
     )

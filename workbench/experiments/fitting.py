@@ -11,6 +11,7 @@ import pandas as pd
 from workbench.experiments.evaluation import evaluate, summarize
 from workbench.methods import Method, MethodConfig, Progress, get_method
 from workbench.model.loading import LoadedModel
+from workbench.scoring import ANSWER_METRICS
 from workbench.store.codec import to_run
 from workbench.store.runs import RunStore
 from workbench.tasks.task import Task
@@ -18,13 +19,8 @@ from workbench.tasks.task import Task
 
 def metrics_from_summary(summary_row) -> dict:
     """A run's test metrics for one task from a row of :func:`evaluate`'s summary."""
-    return {
-        "test_first_token_acc": float(summary_row.first_token_acc),
-        "test_prefix_match": float(summary_row.prefix_match),
-        "test_exact_match": float(summary_row.exact_match),
-        "n_test": int(summary_row.n),
-        "when": summary_row.when,
-    }
+    return {**{m.run_key: float(getattr(summary_row, m.summary)) for m in ANSWER_METRICS},
+            "n_test": int(summary_row.n), "when": summary_row.when}
 
 
 def score_fit(

@@ -37,14 +37,16 @@ from collections.abc import Callable
 from numbers import Number
 from pathlib import Path
 
+from workbench.scoring import ANSWER_METRICS
 from workbench.spec import spec_hash
 from workbench.tasks.files import DATA_DIR
 from workbench.tasks.task import SPLITS, Task
 
 SCHEMA_VERSION = 2
 MODEL_FIELDS = ("n_layers", "n_heads", "n_kv_heads", "d_head", "d_model")
-TEST_METRICS = ("test_first_token_acc", "test_exact_match", "n_test")  # prefix match joined later:
-# "test_prefix_match" is written by every scored run since, and checked where present
+FIRST_TOKEN, PREFIX, EXACT = ANSWER_METRICS
+TEST_METRICS = (FIRST_TOKEN.run_key, EXACT.run_key, "n_test")  # prefix match joined later:
+# its run key is written by every scored run since, and checked where present
 _CORE = ("id", "method", "created", "model", "tasks", "versions")
 _COMMON = (*_CORE, "schema", "task_sources", "split_sizes", "config", "template", "fit", "metrics", "spec", "spec_hash")
 
@@ -106,7 +108,7 @@ def validate(meta: dict) -> dict:
              f"'metrics' has task {task!r}, which the run was not fitted on (nor holds out)")
         need(isinstance(scores, dict) and all(k in scores for k in TEST_METRICS),
              f"'metrics.{task}' lacks {', '.join(TEST_METRICS)}")
-        for key in (*TEST_METRICS[:2], "test_prefix_match"):
+        for key in (m.run_key for m in ANSWER_METRICS):
             if key in scores:
                 need(isinstance(scores[key], Number) and 0 <= scores[key] <= 1,
                      f"'metrics.{task}.{key}' must be in [0, 1]")
@@ -241,12 +243,12 @@ def _upgrade_scores(scores: dict, sizes: dict) -> dict:
     """Version-0 scores: the benchmark's "first" / "exact" columns (on the whole test split)
     become the test metrics; its bookkeeping columns are dropped."""
     scores = dict(scores)
-    if "test_first_token_acc" not in scores and "first" in scores:
-        scores["test_first_token_acc"] = scores.pop("first")
-    if "test_exact_match" not in scores and "exact" in scores:
-        scores["test_exact_match"] = scores.pop("exact")
+    for metric in ANSWER_METRICS:
+        for alias in metric.aliases:
+            if metric.run_key not in scores and alias in scores:
+                scores[metric.run_key] = scores.pop(alias)
     if "n_test" not in scores:
         scores["n_test"] = scores.pop("n", None) or sizes.get("test")
-    for key in ("task", "method", "note", "fit_s", "first", "exact", "n"):
+    for key in ("task", "method", "note", "fit_s", "n", *(a for m in ANSWER_METRICS for a in m.aliases)):
         scores.pop(key, None)
     return scores
