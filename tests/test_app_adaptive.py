@@ -15,7 +15,10 @@ from workbench.store.runs import RunStore
 from workbench.tasks.files import load_task
 
 ATV = dict(encoder="tiny-encoder", rank=4, per_task=16, steps=3, eval_every=1, batch_size=8, lr=5e-2)
-OTHERS = {"TV": dict(shots=2, n_prompts=4), "LTV": dict(shots=2, n_prompts=4, steps=2, eval_every=1, batch_size=8)}
+OTHERS = {
+    "TV": dict(shots=2, n_prompts=4),
+    "LTV": dict(shots=2, n_prompts=4, steps=2, eval_every=1, batch_size=8),
+}
 TASKS = ("antonym", "uppercase")
 CHARTS = 7  # norms, logit lens, task match, similarity, lambda, ablation, swap
 
@@ -25,7 +28,9 @@ def atv_store(tiny_llama, tmp_path_factory) -> tuple[Path, str]:
     root = tmp_path_factory.mktemp("atv_runs")
     store = RunStore(root)
     tasks = [load_task(name) for name in TASKS]
-    run_id = store.save(to_run(METHODS["ATV"].fit(tiny_llama, tasks, METHODS["ATV"].Config(**ATV)), tiny_llama, tasks))
+    run_id = store.save(
+        to_run(METHODS["ATV"].fit(tiny_llama, tasks, METHODS["ATV"].Config(**ATV)), tiny_llama, tasks)
+    )
     for name, settings in OTHERS.items():
         fit = METHODS[name].fit(tiny_llama, tasks[0], METHODS[name].Config(**settings))
         store.save(to_run(fit, tiny_llama, tasks[0]))
@@ -58,10 +63,21 @@ def test_page_shows_a_query_of_a_task_with_every_figure(run_id):
     assert len(figures) == CHARTS
     assert len(figure_array(figures[0]["data"][0]["y"])) == 3  # one norm per tiny-llama layer
     rows = set(figures[3]["data"][0]["y"])
-    assert {"antonym · ATV mean", "uppercase · ATV mean", "antonym · ATV mean, centred", "antonym · TV",
-            "antonym · LTV"} <= rows and not any(r.startswith("uppercase · TV") for r in rows)
-    assert dict(at.query_params) == {"model": "tiny-llama", "run": run_id, "task": "antonym", "query": query,
-                                     "scale": "1", "swap": load_task("uppercase").split(0).test[0][0]}
+    assert {
+        "antonym · ATV mean",
+        "uppercase · ATV mean",
+        "antonym · ATV mean, centred",
+        "antonym · TV",
+        "antonym · LTV",
+    } <= rows and not any(r.startswith("uppercase · TV") for r in rows)
+    assert dict(at.query_params) == {
+        "model": "tiny-llama",
+        "run": run_id,
+        "task": "antonym",
+        "query": query,
+        "scale": "1",
+        "swap": load_task("uppercase").split(0).test[0][0],
+    }
     assert any(answer in shown(c.value) for c in at.caption)
     assert any("Chart (HTML)" == b.label for b in at.get("download_button"))
 

@@ -16,11 +16,6 @@ from workbench.store.codec import to_run
 from workbench.store.runs import RunStore
 from workbench.tasks.files import load_task
 
-TINY = {
-    "SITE": dict(shots=2, n_prompts=4, steps=3, eval_every=1, batch_size=8),
-    "ATV": dict(encoder="tiny-encoder", rank=4, per_task=16, steps=3, eval_every=1, batch_size=8),
-    "FV": dict(shots=2, n_prompts=4, n_shuffled=4, top_k=3),
-}
 DAMAGED_TASK = "antonym"
 PAGES = {  # page -> its query
     "home": {},
@@ -39,8 +34,8 @@ def healthy_store(tiny_llama, tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("healthy_runs")
     store = RunStore(root)
     for task, methods in ((DAMAGED_TASK, ["SITE", "FV"]), ("uppercase", ["SITE"])):
-        for name in methods:
-            fit = METHODS[name].fit(tiny_llama, load_task(task), METHODS[name].Config(**TINY[name]))
+        for method in (METHODS[name] for name in methods):
+            fit = method.fit(tiny_llama, load_task(task), method.Config(**method.tiny_settings))
             store.save(to_run(fit, tiny_llama, load_task(task)))
     return root
 

@@ -37,8 +37,14 @@ CHROMIUM = os.environ.get("CHROMIUM") or next(
     (path for name in ("chromium", "chromium-browser") if (path := shutil.which(name))), None
 )
 FLAGS = [
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
 ]
 PAGES = {  # page -> (a direct link's query, its title)
     "": ("", "Task Vector Workbench"),
@@ -64,7 +70,9 @@ pytestmark = [
         reason="No Chromium here: install Debian's chromium (apt-get install chromium; make setup does it "
         "where it can) or set CHROMIUM to a Chromium executable.",
     ),
-    pytest.mark.skipif(sync_playwright is None, reason="Playwright is not installed (pip install -r requirements.txt)."),
+    pytest.mark.skipif(
+        sync_playwright is None, reason="Playwright is not installed (pip install -r requirements.txt)."
+    ),
 ]
 
 
@@ -82,8 +90,19 @@ def app_server(runs: Path, log: Path) -> Iterator[str]:
     """A freshly started ``streamlit run app.py`` on 127.0.0.1; yields its base URL."""
     port = free_port()
     env = {**os.environ, "WORKBENCH_RUNS": str(runs)}
-    command = [sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(port),
-               "--server.address", "127.0.0.1", "--server.headless", "true"]
+    command = [
+        sys.executable,
+        "-m",
+        "streamlit",
+        "run",
+        "app.py",
+        "--server.port",
+        str(port),
+        "--server.address",
+        "127.0.0.1",
+        "--server.headless",
+        "true",
+    ]
     with log.open("a") as out:
         server = subprocess.Popen(command, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
     try:
@@ -109,8 +128,12 @@ def browser(tmp_path_factory):
     with sync_playwright() as playwright:
         profile = tmp_path_factory.mktemp("chromium-profile")
         context = playwright.chromium.launch_persistent_context(
-            profile, executable_path=CHROMIUM, args=FLAGS, headless=True,
-            viewport={"width": 1400, "height": 900}, accept_downloads=True,
+            profile,
+            executable_path=CHROMIUM,
+            args=FLAGS,
+            headless=True,
+            viewport={"width": 1400, "height": 900},
+            accept_downloads=True,
         )
         yield context
         context.close()
@@ -210,7 +233,9 @@ def test_every_page_through_the_home_page_with_drill_downs_export_and_a_fit(brow
         expect(page.get_by_label("Head", exact=True)).to_have_value(str(int(head)))
         settled(page, "Head relevance")
         assert f"layer={int(layer)}" in page.url and f"head={int(head)}" in page.url
-        expect(page.locator(".js-plotly-plot", has_text=f"Layer {int(layer)}, head {int(head)}")).to_have_count(1)
+        expect(
+            page.locator(".js-plotly-plot", has_text=f"Layer {int(layer)}, head {int(head)}")
+        ).to_have_count(1)
         page.screenshot(path=shots / "head_relevance.png")
 
         # Export one PNG of the alpha map.
@@ -227,7 +252,9 @@ def test_every_page_through_the_home_page_with_drill_downs_export_and_a_fit(brow
             page, 0, lambda cells: next(i for i, c in enumerate(cells) if c[0] != c[1] and i > 5)
         )
         page.locator(".js-plotly-plot").nth(0).click(position=position)
-        expect(page.get_by_role("combobox", name="Source A (its heads)")).to_have_value(source, timeout=30_000)
+        expect(page.get_by_role("combobox", name="Source A (its heads)")).to_have_value(
+            source, timeout=30_000
+        )
         expect(page.get_by_role("combobox", name="Target B (task, embedding)")).to_have_value(target)
         settled(page, "Head transfer")
         assert "source=" in page.url and "target=" in page.url
@@ -241,7 +268,9 @@ def test_every_page_through_the_home_page_with_drill_downs_export_and_a_fit(brow
         page.goto(f"{url}/fit?method=SITE&task=antonym")
         settled(page, "Fit a method")
         page.get_by_role("button", name="Fit SITE on antonym").click()
-        expect(page.get_by_text("SITE on antonym (smollm2-135m-instruct): running")).to_be_visible(timeout=60_000)
+        expect(page.get_by_text("SITE on antonym (smollm2-135m-instruct): running")).to_be_visible(
+            timeout=60_000
+        )
         expect(page.locator("[data-testid=stProgress]")).to_be_visible(timeout=LOAD)  # its live progress
         other = browser.new_page()
         started = time.time()
@@ -253,11 +282,15 @@ def test_every_page_through_the_home_page_with_drill_downs_export_and_a_fit(brow
         page.screenshot(path=shots / "fit.png")
         other.close()
         page.get_by_role("button", name="Stop").click()
-        expect(page.get_by_text("SITE on antonym (smollm2-135m-instruct): stopped")).to_be_visible(timeout=60_000)
+        expect(page.get_by_text("SITE on antonym (smollm2-135m-instruct): stopped")).to_be_visible(
+            timeout=60_000
+        )
         assert other_seconds < 60, f"the second tab took {other_seconds:.0f} s while the fit ran"
 
         # A crafted model link shows its name as text: no link, no image.
-        crafted = "[Log in](https://evil.example) ![x](https://evil.example/x.png) www.evil.example a@evil.example"
+        crafted = (
+            "[Log in](https://evil.example) ![x](https://evil.example/x.png) www.evil.example a@evil.example"
+        )
         page.goto(f"{url}/?model={quote(crafted)}")
         expect(page.locator("[data-testid=stAlertContentError]").first).to_contain_text("evil", timeout=LOAD)
         assert page.locator("a[href*='evil.example'], img[src*='evil.example']").count() == 0

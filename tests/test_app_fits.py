@@ -1,6 +1,6 @@
-"""Fits from the app (the Fit page, ``app_jobs``), uploaded task files on every page that
-takes a task, and figure export, through ``streamlit.testing.v1.AppTest`` on tiny-llama with
-private run stores."""
+"""Fits from the app (the Fit page, ``workbench.app.fits`` and ``workbench.app.jobs``), the
+Fit form's settings, uploaded task files on every page that takes a task, and figure export,
+through ``streamlit.testing.v1.AppTest`` on tiny-llama with private run stores."""
 
 from __future__ import annotations
 
@@ -11,7 +11,8 @@ import plotly.graph_objects as go
 import pytest
 from app_pages import no_exception, open_page, private_stores, shown, wait_for_fits
 
-import app_state
+import workbench.app.tasks
+from workbench.app import export, fits
 from workbench.store.runs import RunStore
 
 TINY_TV = {"fit_TV_shots": 2, "fit_TV_n_prompts": 4, "fit_eval_limit": 4}
@@ -25,7 +26,7 @@ def user_runs(tmp_path, monkeypatch):
 
 
 def _jobs(store) -> list:
-    return [job for job in app_state.fit_jobs().jobs() if job.request.store == str(store)]
+    return [job for job in fits.fit_jobs().jobs() if job.request.store == str(store)]
 
 
 def _wait_until(condition, timeout: float = 120.0) -> None:
@@ -63,7 +64,12 @@ def test_a_fit_runs_in_the_background_and_its_run_shows_on_every_page(user_runs)
 
 def test_a_running_fit_can_be_stopped_and_saves_nothing(user_runs):
     at = open_page("fit", method="SITE", task="antonym")
-    settings = {"fit_SITE_shots": 1, "fit_SITE_n_prompts": 2, "fit_SITE_steps": 5000, "fit_SITE_batch_size": 4}
+    settings = {
+        "fit_SITE_shots": 1,
+        "fit_SITE_n_prompts": 2,
+        "fit_SITE_steps": 5000,
+        "fit_SITE_batch_size": 4,
+    }
     for key, value in settings.items():
         at.number_input(key=key).set_value(value)
     at.button(key="fit_start").click().run()
@@ -92,8 +98,44 @@ def test_a_running_fit_does_not_block_another_session(user_runs):
         assert len(other.session_state["evaluate_results"]["results"]) == 4
         assert _jobs(user_runs)[0].state == "running"  # it got its answer while the fit went on
     finally:
-        app_state.fit_jobs().stop(_jobs(user_runs)[0].id)
+        fits.fit_jobs().stop(_jobs(user_runs)[0].id)
         wait_for_fits(fitting, timeout=60)
+
+
+def test_the_fit_form_is_built_from_the_settings_declarations(user_runs):
+    from workbench.methods import METHODS
+    from workbench.methods.settings import fields
+
+    at = open_page("fit", method="FV", task="antonym")
+    no_exception(at)
+    declared = {f.name: f for f in fields(METHODS["FV"].Config)}
+    shots = at.number_input(key="fit_FV_shots")
+    assert shots.value == declared["shots"].default and shots.min == 1
+    assert shots.proto.help == declared["shots"].spec.help  # the declaration's help is the tooltip
+    layer = at.number_input(key="fit_FV_layer")  # may be None: empty, the placeholder says what None means
+    assert layer.value is None and layer.proto.placeholder == declared["layer"].spec.none
+    assert at.selectbox(key="fit_FV_when").options == list(declared["when"].spec.choices)
+    assert "arrow" in at.selectbox(key="fit_FV_template").options  # the named templates
+
+
+def test_a_setting_out_of_its_bounds_is_named_and_starts_no_fit(user_runs):
+    at = open_page("fit", method="SITE", task="antonym")
+    at.number_input(key="fit_SITE_lr").set_value(0.0).run()  # lr is declared above=0
+    no_exception(at)
+    assert at.error and "lr must be > 0" in shown(at.error[0].value), [e.value for e in at.error]
+    assert at.button(key="fit_start").disabled  # no fit can start (AppTest, like a browser, cannot click it)
+    at.run()
+    assert not _jobs(user_runs)  # nothing was queued
+    at.number_input(key="fit_SITE_lr").set_value(0.1).run()
+    assert not at.error and not at.button(key="fit_start").disabled
+
+
+def test_a_layer_past_the_models_layers_is_named(user_runs):
+    at = open_page("fit", method="FV", task="antonym")
+    at.number_input(key="fit_FV_layer").set_value(99).run()  # tiny-llama has 3 layers
+    no_exception(at)
+    assert at.error and "layer must be below the model's 3 layers" in shown(at.error[0].value)
+    assert at.button(key="fit_start").disabled and not _jobs(user_runs)
 
 
 # ----------------------------------------------------------------------------- uploaded tasks
@@ -118,14 +160,14 @@ def test_an_uploaded_task_is_used_like_a_built_in_one(page, user_runs):
     at = _upload(open_page(page, **query), picker, "my pairs.csv", GOOD_CSV)
     no_exception(at)
     assert not at.error, [e.value for e in at.error]
-    assert "my_pairs" in app_state_uploaded(at)
+    assert "my_pairs" in uploaded_tasks(at)
     assert "task" not in at.query_params  # a file is not part of a shareable link
     page_text = " ".join(shown(e.value) for e in [*at.markdown, *at.info, *at.caption, *at.subheader])
     page_text += " ".join(b.label for b in at.button)
     assert "my_pairs" in page_text
 
 
-def app_state_uploaded(at) -> dict:
+def uploaded_tasks(at) -> dict:
     return at.session_state["uploaded_tasks"]
 
 
@@ -152,7 +194,7 @@ def test_a_bad_upload_gives_a_clear_message(page, name, content, message, user_r
 
 
 def test_an_oversized_upload_is_refused(user_runs, monkeypatch):
-    monkeypatch.setattr(app_state, "MAX_FILE_BYTES", 100)
+    monkeypatch.setattr(workbench.app.tasks, "MAX_FILE_BYTES", 100)
     at = _upload(open_page("evaluate"), "task", "big.csv", GOOD_CSV)
     assert at.error and "over the 100-byte limit" in shown(at.error[0].value)
 
@@ -165,8 +207,10 @@ def test_image_export_buttons_say_why_without_a_browser(user_runs, tmp_path, mon
 
     (tmp_path / "results").mkdir()
     monkeypatch.setattr(workbench.experiments.comparison, "RESULTS", tmp_path / "results")
-    rows = [{"task": "antonym", "method": m, "first": 0.5, "exact": 0.5, "s_per_query": 0.1, "tokens": 9}
-            for m in ("zero-shot", "SITE")]
+    rows = [
+        {"task": "antonym", "method": m, "first": 0.5, "exact": 0.5, "s_per_query": 0.1, "tokens": 9}
+        for m in ("zero-shot", "SITE")
+    ]
     pd.DataFrame(rows).to_csv(tmp_path / "results" / "methods_tiny-llama_qa.csv", index=False)
     monkeypatch.setenv("PATH", "/nonexistent")
     monkeypatch.delenv("BROWSER_PATH", raising=False)
@@ -180,8 +224,8 @@ def test_image_export_buttons_say_why_without_a_browser(user_runs, tmp_path, mon
     assert any(b.label.endswith("(CSV)") and not b.disabled for b in at.download_button)
 
 
-@pytest.mark.skipif(app_state.image_export_problem() is not None, reason="no Chromium or kaleido here")
+@pytest.mark.skipif(export.image_export_problem() is not None, reason="no Chromium or kaleido here")
 @pytest.mark.parametrize(("fmt", "magic"), [("png", b"\x89PNG"), ("svg", b"<svg"), ("pdf", b"%PDF")])
 def test_figures_export_as_images(fmt, magic):
     figure = go.Figure(go.Bar(x=["a", "b"], y=[1, 2]))
-    assert app_state.figure_image(figure, fmt).lstrip()[: len(magic)] == magic
+    assert export.figure_image(figure, fmt).lstrip()[: len(magic)] == magic

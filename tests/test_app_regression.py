@@ -23,8 +23,9 @@ def shipped(tmp_path_factory) -> tuple[Path, Path]:
     root = tmp_path_factory.mktemp("regression")
     models, results = root / "models", root / "results"
     load_script("train_regression").main(
-        ["--family", "linear", "--d", "2", "--points", "5", "--positions", "8", "--layers", "2", "--heads", "2",
-         "--d-model", "16", "--steps", "20", "--warmup", "2", "--log-every", "10", "--checkpoint-every", "20",
+        ["--family", "linear", "--d", "2", "--points", "5", "--positions", "8",
+         "--layers", "2", "--heads", "2", "--d-model", "16", "--steps", "20", "--warmup", "2",
+         "--log-every", "10", "--checkpoint-every", "20",
          "--eval-sequences", "64", "--eval-noise", "0.5", "--out", str(models / "linear")]
     )  # fmt: skip
     load_script("bench_regression").main(

@@ -7,11 +7,20 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from app_pages import ROOT, TIMEOUT, figure_array, no_exception, open_page, private_stores, shown, wait_for_fits
+from app_pages import (
+    ROOT,
+    TIMEOUT,
+    figure_array,
+    no_exception,
+    open_page,
+    private_stores,
+    shown,
+    wait_for_fits,
+)
 from app_pages import charts as page_charts
 from streamlit.testing.v1 import AppTest
 
-from workbench.methods.site import SoftInjection, SiteConfig
+from workbench.methods.site import SiteConfig, SoftInjection
 from workbench.scoring import METRICS
 from workbench.store.codec import to_run
 from workbench.store.runs import RunStore
@@ -186,7 +195,9 @@ def test_transfer_page_shows_bundled_matrix(runs_dir, tmp_path):
     button.click().run()  # the runs are in the store: the cell's queries can be evaluated
     no_exception(at)
     table = at.dataframe[-1].value
-    assert len(table) == 2 and {"heads of uppercase: prediction", "own alpha: prediction"} <= set(table.columns)
+    assert len(table) == 2 and {"heads of uppercase: prediction", "own alpha: prediction"} <= set(
+        table.columns
+    )
     assert list(table.columns).index("heads of uppercase: prediction") < list(table.columns).index(
         "own alpha: prediction"
     )

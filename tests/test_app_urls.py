@@ -19,13 +19,6 @@ from workbench.store.codec import to_run
 from workbench.store.runs import RunStore
 from workbench.tasks.files import load_task
 
-TINY = {
-    "TV": dict(shots=2, n_prompts=4),
-    "FV": dict(shots=2, n_prompts=4, n_shuffled=4, top_k=3),
-    "LTV": dict(shots=2, n_prompts=4, steps=3, eval_every=1, batch_size=8),
-    "SITE": dict(shots=2, n_prompts=4, steps=3, eval_every=1, batch_size=8),
-    "ATV": dict(encoder="tiny-encoder", rank=4, per_task=16, steps=3, eval_every=1, batch_size=8),
-}
 TASKS = ("antonym", "uppercase")
 
 
@@ -34,8 +27,8 @@ def runs_of_every_method(tiny_llama, tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("url_runs")
     store = RunStore(root)
     for task in TASKS:
-        for name, method in METHODS.items():
-            fit = method.fit(tiny_llama, load_task(task), method.Config(**TINY[name]))
+        for method in METHODS.values():
+            fit = method.fit(tiny_llama, load_task(task), method.Config(**method.tiny_settings))
             store.save(to_run(fit, tiny_llama, load_task(task)))
     return root
 
@@ -79,7 +72,7 @@ VIEWS = {  # page -> (its first query, the widget values picked there, in order)
         {},
         {"task": "uppercase", "template": "arrow", "shots": 3, "split": "valid", "limit": 5, "seed": 7},
     ),
-    "compare": ({}, {"cmp_task": "uppercase", "cmp_value": "exact"}),
+    "compare": ({}, {"cmp_task": "uppercase", "cmp_value": "exact_match"}),
     "compare computed": (
         {"source": "Compute here"},
         {"cmp_task_here": "uppercase", "cmp_template_here": "arrow", "cmp_shots": 3, "cmp_limit": 5},

@@ -32,7 +32,9 @@ def untrained(tiny_llama, tasks):
 def _batch(model, pairs, objective="answer"):
     template = get_template("qa")
     prompts = [template.format_query(x) for x, _ in pairs]
-    (batch,) = prompt_batches(model, prompts, [y for _, y in pairs], template.separator, len(pairs), objective)
+    (batch,) = prompt_batches(
+        model, prompts, [y for _, y in pairs], template.separator, len(pairs), objective
+    )
     return prompts, batch
 
 
@@ -53,11 +55,15 @@ def test_each_query_gets_one_vector_per_layer(tiny_llama, tasks):
     torch.testing.assert_close(fit.vectors(tiny_llama, prompts[:1])[0], v[0], atol=1e-5, rtol=1e-5)
     h = torch.randn(2, 16)
     A, B = torch.randn(16, 4), torch.randn(4, shape.n_layers * shape.d_model)
-    torch.testing.assert_close(layer_vectors(h, A, B, shape.n_layers)[1, 2], (h[1] @ A @ B)[2 * shape.d_model : 3 * shape.d_model])
+    torch.testing.assert_close(
+        layer_vectors(h, A, B, shape.n_layers)[1, 2], (h[1] @ A @ B)[2 * shape.d_model : 3 * shape.d_model]
+    )
     full = AdaptiveTaskVector.fit(tiny_llama, tasks[:1], AtvConfig(**{**TINY, "rank": 0}))
     assert full.A is None and full.B.shape == (16, shape.n_layers * shape.d_model)
     assert fit.parameters() == 16 * 4 + 4 * shape.n_layers * shape.d_model
-    assert lora_parameters(tiny_llama, 4) == 4 * shape.n_layers * (3 * shape.d_model + shape.n_kv_heads * shape.d_head)
+    assert lora_parameters(tiny_llama, 4) == 4 * shape.n_layers * (
+        3 * shape.d_model + shape.n_kv_heads * shape.d_head
+    )
 
 
 def test_training_lowers_the_loss_on_a_task(tiny_llama):
@@ -166,14 +172,18 @@ def test_all_positions_edit_the_prompt_and_fit_without_a_cache(tiny_llama, tasks
                               template.separator, 4, "answer", cache=False)
     torch.testing.assert_close(whole.logits(tiny_llama), batch.logits(tiny_llama), atol=1e-4, rtol=1e-4)
     last = fit.intervention(when="last").for_prompts(tiny_llama, prompts)
-    torch.testing.assert_close(whole.logits(tiny_llama, last), batch.logits(tiny_llama, last), atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(
+        whole.logits(tiny_llama, last), batch.logits(tiny_llama, last), atol=1e-4, rtol=1e-4
+    )
     every = fit.intervention(when="all").for_prompts(tiny_llama, prompts)
     assert not torch.allclose(whole.logits(tiny_llama, every), whole.logits(tiny_llama, last), atol=1e-4)
     with pytest.raises(ValueError, match="not 'all'"):
         batch.logits(tiny_llama, every)  # cached prefixes cannot take an edit of the prompt
 
 
-def test_a_fit_killed_between_the_two_checkpoint_files_resumes_from_the_previous_one(tiny_llama, tasks, tmp_path):
+def test_a_fit_killed_between_the_two_checkpoint_files_resumes_from_the_previous_one(
+    tiny_llama, tasks, tmp_path
+):
     config = AtvConfig(**{**TINY, "steps": 8, "eval_every": 2, "lr": 1e-2, "patience": 10})
     whole = AdaptiveTaskVector.fit(tiny_llama, tasks, config)
     folder = tmp_path / "checkpoint"

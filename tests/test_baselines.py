@@ -1,15 +1,13 @@
 """Task Vector, Function Vector and LTV on the tiny models: the math, the cheap paths, the store."""
 
+import pandas as pd
 import pytest
 import torch
-
-import pandas as pd
+from reference import full_forward
 
 from workbench.experiments.evaluation import evaluate
 from workbench.interventions import Intervention, add_to_residual, replace_head, replace_residual
-from workbench.methods import fv
-from workbench.methods import ltv, selection
-from workbench.methods import tv
+from workbench.methods import fv, ltv, selection, tv
 from workbench.methods.activations import task_embedding, task_residuals
 from workbench.methods.queries import hits, prompt_batches
 from workbench.methods.training import Trace
@@ -19,7 +17,6 @@ from workbench.store.codec import from_run, to_run
 from workbench.store.runs import RunError, RunStore
 from workbench.tasks.prompts import get_template, train_prompts
 from workbench.tasks.task import Task
-from reference import full_forward
 
 ZERO_SHOT = ["Q: ab\nA:", "Q: hello\nA:", "Q: x\nA:"]
 
@@ -165,7 +162,9 @@ def test_icl_correct_prompts_keep_only_what_icl_answers(tiny_llama):
     template = get_template("qa")
     icl = fv.icl_correct_prompts(tiny_llama, pool, template, shots=2, candidates=12, seed=0)
     clean, answers = train_prompts(pool, template, shots=2, n_prompts=12)
-    right = [bool(h) for b in prompt_batches(tiny_llama, clean, answers, "\n\n", 16) for h in hits(tiny_llama, b)]
+    right = [
+        bool(h) for b in prompt_batches(tiny_llama, clean, answers, "\n\n", 16) for h in hits(tiny_llama, b)
+    ]
     if any(right):
         assert icl.clean == [p for p, ok in zip(clean, right) if ok] and not icl.fallback
     else:
@@ -320,7 +319,11 @@ def test_store_round_trip(tmp_path, tiny_llama, fits, method):
             fit.top_k,
             fit.layer,
         )
-        assert loaded.heads == fit.heads and loaded.layer_sweep.equals(fit.layer_sweep) and loaded.config == fit.config
+        assert (
+            loaded.heads == fit.heads
+            and loaded.layer_sweep.equals(fit.layer_sweep)
+            and loaded.config == fit.config
+        )
     else:
         assert torch.equal(loaded.theta, fit.theta) and torch.equal(loaded.embedding, fit.embedding)
         assert loaded.trace.best_step == fit.trace.best_step and loaded.config == fit.config

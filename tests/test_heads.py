@@ -16,7 +16,10 @@ def test_per_head_projection_rebuilds_attention_output(tiny_model):
     heads = tiny_model.heads
     z_store, out_store = {}, {}
     layer = 1
-    out_hook = (f"blocks.{layer}.attn.o.hook_out", lambda x, hook: out_store.setdefault("o", x[:, -1]) is None or x)
+    out_hook = (
+        f"blocks.{layer}.attn.o.hook_out",
+        lambda x, hook: out_store.setdefault("o", x[:, -1]) is None or x,
+    )
     inference.run_hooks_only(tiny_model, PROMPTS, [*heads.capture_z(z_store), out_hook])
     z = torch.stack([z_store[l] for l in range(heads.shape.n_layers)], dim=1)  # (B, L, H, d_head)
     per_head = heads.project(z)[:, layer]  # (B, H, d_model)

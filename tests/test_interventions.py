@@ -93,7 +93,9 @@ def test_residual_add_and_replace(tiny_model):
     d_model = tiny_model.heads.shape.d_model
     plain = inference.last_logits(tiny_model, PROMPTS)
     zero = Intervention("zero", (add_to_residual(torch.zeros(1, d_model), (1,)),))
-    assert torch.allclose(plain, inference.last_logits(tiny_model, PROMPTS, zero.hooks(tiny_model)), atol=1e-6)
+    assert torch.allclose(
+        plain, inference.last_logits(tiny_model, PROMPTS, zero.hooks(tiny_model)), atol=1e-6
+    )
     vector = torch.randn(d_model)
     store = {}
     _run(tiny_model, Intervention("tv", (replace_residual(1, vector),)),
@@ -138,7 +140,10 @@ def test_every_position_edits_the_whole_prompt(tiny_llama):
     vector = torch.randn(d_model)
     edit = add_to_residual(vector[None], (0,), when=When.ALL)
     intervention = Intervention("all", (edit,))
-    assert not intervention.last_token_only and Intervention("last", (add_to_residual(vector[None], (0,)),)).last_token_only
+    assert (
+        not intervention.last_token_only
+        and Intervention("last", (add_to_residual(vector[None], (0,)),)).last_token_only
+    )
     for pos in (-1, -2):
         before, after = {}, {}
         _run(tiny_llama, capture=tiny_llama.heads.capture_resid(before, pos=pos, layers=[0]))
@@ -163,7 +168,9 @@ def test_injecting_at_generated_tokens_changes_the_continuation(tiny_llama):
     vectors = 4.0 * torch.randn(shape.n_layers, shape.d_model)
     last = Intervention("v", (add_to_residual(vectors),))
     prompt_only = inference.generate(tiny_llama, PROMPTS, last, max_new_tokens=6, stop="\x00never")
-    every = inference.generate(tiny_llama, PROMPTS, last.at(When.GENERATED), max_new_tokens=6, stop="\x00never")
+    every = inference.generate(
+        tiny_llama, PROMPTS, last.at(When.GENERATED), max_new_tokens=6, stop="\x00never"
+    )
     # the first token comes from the (same) intervened prompt pass
     assert torch.equal(prompt_only.new_tokens[:, 0], every.new_tokens[:, 0])
     assert not torch.equal(prompt_only.new_tokens[:, 1:], every.new_tokens[:, 1:])
@@ -175,7 +182,9 @@ def test_injecting_at_generated_tokens_changes_the_continuation(tiny_llama):
         assert int(first) == int(prompt_only.new_tokens[i, 0])
     steps = prompt_only.new_tokens
     tokens = torch.cat([inference.encode(tiny_llama, PROMPTS).tokens, steps[:, :1]], dim=1)
-    mask = torch.cat([inference.encode(tiny_llama, PROMPTS).attention_mask, torch.ones_like(steps[:, :1])], dim=1)
+    mask = torch.cat(
+        [inference.encode(tiny_llama, PROMPTS).attention_mask, torch.ones_like(steps[:, :1])], dim=1
+    )
     hooks = [(name, _at_prompt_only(fn, tokens.shape[1] - 1)) for name, fn in last.hooks(tiny_llama)]
     with torch.no_grad():
         logits = tiny_llama.bridge.run_with_hooks(tokens, attention_mask=mask, fwd_hooks=hooks)

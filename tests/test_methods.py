@@ -33,12 +33,12 @@ from workbench.experiments.transfer import (
     summarize_transfer,
     transfer_per_query,
 )
-from workbench.methods import METHODS, Method, get_method, head_map_methods
-from workbench.methods import settings
+from workbench.methods import METHODS, Method, get_method, head_map_methods, settings
 from workbench.methods.training import LearnedConfig
 from workbench.store.codec import from_run, to_run
 from workbench.store.runs import RunStore
 from workbench.tasks.files import load_task
+
 
 def tiny_config(name: str):
     """The smallest config that still runs every step: each method carries its own."""
@@ -126,15 +126,18 @@ def test_relevance_is_magnitude_for_ltv_only(fits):
 def test_every_method_reports_progress_as_stage_done_total_record(tiny_llama, antonym):
     for name in METHODS:
         reports = []
-        METHODS[name].fit(tiny_llama, antonym, tiny_config(name), progress=lambda *r: reports.append(r))
+        METHODS[name].fit(
+            tiny_llama, antonym, tiny_config(name), progress=lambda *r, reports=reports: reports.append(r)
+        )
         assert reports, name
         for stage, done, total, record in reports:
             assert isinstance(stage, str) and stage and 0 < done <= total and isinstance(record, dict)
-        assert reports[-1][1] == reports[-1][2] or issubclass(METHODS[name].Config, LearnedConfig)  # early stop
+        # early stop
+        assert reports[-1][1] == reports[-1][2] or issubclass(METHODS[name].Config, LearnedConfig)
 
 
 def test_every_method_summarises_its_fit(fits):
-    for name, fit in fits.items():
+    for _name, fit in fits.items():
         summary = fit.summary()
         assert summary["fit_s"] >= 0
     assert {"layer"} <= set(fits["TV"].summary()) and {"layer"} <= set(fits["FV"].summary())
@@ -176,7 +179,7 @@ def test_compare_methods_scores_every_method_on_the_same_queries(tiny_llama, ant
         template="qa",
         shots=2,
         limit=3,
-        progress=lambda method, done, total: reports.append(method),
+        progress=lambda method, done, total, running: reports.append(method),
     )
     assert list(summary["method"]) == ["zero-shot", "2-shot ICL", "TV", "SITE"]
     assert (summary["n"] == 3).all() and "eval_peak_mib" in summary
@@ -241,7 +244,9 @@ def test_comparison_figure_has_a_bar_per_method_in_four_panels():
     view = task_view(_benchmark(), "b")
     fig = comparison_figure(view)
     assert len(fig.data) == 4 and all(list(bar.x) == list(view["method"]) for bar in fig.data)
-    assert list(fig.data[0].y) == list(view["first_token_acc"]) and list(fig.data[2].y) == list(view["tokens"])
+    assert (
+        list(fig.data[0].y) == list(view["first_token_acc"]) and list(fig.data[2].y) == list(view["tokens"])
+    )
 
 
 def test_benchmark_files_and_reading(tmp_path):
@@ -250,7 +255,8 @@ def test_benchmark_files_and_reading(tmp_path):
     _benchmark().to_csv(tmp_path / "methods_other_qa.csv", index=False)
     assert benchmark_files("m", tmp_path) == {"qa": tmp_path / "methods_m_qa.csv"}
     assert len(read_benchmark(tmp_path / "methods_m_qa.csv")) == 9
-    old = _benchmark().rename(columns={"first_token_acc": "first", "exact_match": "exact"})  # a table before the record
+    # a table before the record
+    old = _benchmark().rename(columns={"first_token_acc": "first", "exact_match": "exact"})
     old.to_csv(tmp_path / "methods_old_qa.csv", index=False)
     pd.testing.assert_frame_equal(read_benchmark(tmp_path / "methods_old_qa.csv"), _benchmark())
     pd.DataFrame({"task": ["a"]}).to_csv(tmp_path / "bad.csv", index=False)

@@ -71,7 +71,9 @@ def test_an_over_long_prompt_is_an_error_not_cut_to_the_context(model_cache):
     n_ctx = model.bridge.cfg.n_ctx
     fits = "a" * (n_ctx - 10)
     assert inference.encode(model, [fits]).tokens.shape[1] <= n_ctx
-    with pytest.raises(ValueError, match=rf"A prompt has \d+ tokens, over the context of {n_ctx} tokens of tiny-llama"):
+    with pytest.raises(
+        ValueError, match=rf"A prompt has \d+ tokens, over the context of {n_ctx} tokens of tiny-llama"
+    ):
         inference.encode(model, [fits, "b" * (2 * n_ctx)])
 
 
@@ -97,8 +99,12 @@ def test_eval_leaves_room_to_decode_within_the_context(tmp_path, capsys):
     width = 100 + (n_ctx - 5 - base) // 3  # 3 inputs per prompt
     assert n_ctx - 24 < prompt_tokens(width) <= n_ctx
     path = write_pairs(tmp_path / "near.json", [(f"{i:03d}" + "x" * (width - 3), "y") for i in range(40)])
-    rc, _, err = run(["eval", "--model", "tiny-gpt2", "--task", path, "--shots", "2", "--no-progress"], capsys)
-    assert_one_line_error(rc, err, "with up to 24 generated tokens that is over the context of 512", before_model=False)
+    rc, _, err = run(
+        ["eval", "--model", "tiny-gpt2", "--task", path, "--shots", "2", "--no-progress"], capsys
+    )
+    assert_one_line_error(
+        rc, err, "with up to 24 generated tokens that is over the context of 512", before_model=False
+    )
 
 
 # ----------------------------------------------------------------------------- 8. templates
@@ -106,7 +112,9 @@ def test_eval_leaves_room_to_decode_within_the_context(tmp_path, capsys):
 
 def test_a_template_written_as_a_demonstration_is_understood():
     arrow, qa = TEMPLATES["arrow"], TEMPLATES["qa"]
-    assert (get_template("{x} -> {y}").query, get_template("{x} -> {y}").separator) == (arrow.query, arrow.separator)
+    assert (get_template("{x} -> {y}").query, get_template("{x} -> {y}").separator) == (
+        arrow.query, arrow.separator
+    )
     custom = get_template(r"Q: {x}\nA: {y}\n\n")
     assert (custom.query, custom.separator) == (qa.query, qa.separator)
     assert "{y}" not in get_template("{x} -> {y}").prompt([("hot", "cold")], "big")
@@ -135,13 +143,14 @@ def test_show_task_with_the_readme_notation_builds_real_prompts(capsys):
     assert "{y}" not in prompt and prompt.count(" ->") == 3
 
 
-# ----------------------------------------------------------------------------- 2-3. a damaged store, the index
+# ---------------------------------------------------------------------------- 2-3. a damaged store, the index
 # (the whole catalogue of damage is in test_store_damage.py; these are the probes as run)
 
 
 def _tv_fit(store, capsys, *extra):
-    rc, out, err = run(["fit", "--method", "TV", "--model", "tiny-llama", "--task", "antonym", "--prompts", "3",
-                        "--shots", "1", "--no-eval", "--store", store, "--no-progress", *extra], capsys)
+    rc, out, err = run(["fit", "--method", "TV", "--model", "tiny-llama", "--task", "antonym",
+                        "--prompts", "3", "--shots", "1", "--no-eval", "--store", store, "--no-progress",
+                        *extra], capsys)
     assert rc == 0, err
     return out.splitlines()[-1].split()[0]
 
@@ -225,8 +234,8 @@ def test_a_user_file_named_like_a_built_in_task_is_fitted_under_another_name(tmp
 )
 def test_bad_fit_settings_fail_before_the_model_loads(tmp_path, capsys, extra, message):
     method = [] if "--method" in extra else ["--method", "TV"]
-    rc, _, err = run(["fit", *method, "--model", "tiny-llama", "--task", "antonym", "--store", tmp_path / "runs",
-                      "--no-progress", *extra], capsys)
+    rc, _, err = run(["fit", *method, "--model", "tiny-llama", "--task", "antonym",
+                      "--store", tmp_path / "runs", "--no-progress", *extra], capsys)
     assert_one_line_error(rc, err, message)
     assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())  # nothing saved
 
@@ -241,8 +250,9 @@ def test_a_layer_the_model_lacks_fails_right_after_the_model_loads(tmp_path, cap
 
 
 def test_fit_with_a_limit_scores_that_many_test_items(tmp_path, capsys):
-    rc, out, err = run(["fit", "--method", "TV", "--model", "tiny-llama", "--task", "antonym", "--prompts", "3",
-                        "--shots", "1", "--limit", "2", "--store", tmp_path / "runs", "--no-progress"], capsys)
+    rc, out, err = run(["fit", "--method", "TV", "--model", "tiny-llama", "--task", "antonym",
+                        "--prompts", "3", "--shots", "1", "--limit", "2", "--store", tmp_path / "runs",
+                        "--no-progress"], capsys)
     assert rc == 0, err
     (meta_path,) = (tmp_path / "runs").glob("*/meta.json")
     assert json.loads(meta_path.read_text())["metrics"]["antonym"]["n_test"] == 2
@@ -281,13 +291,17 @@ def test_the_fit_config_check_serves_every_caller():
     ],
 )
 def test_a_device_the_machine_lacks_is_a_clear_error(capsys, device, message):
-    rc, _, err = run(["eval", "--model", "tiny-llama", "--task", "antonym", "--shots", "0", "--device", device], capsys)
+    rc, _, err = run(
+        ["eval", "--model", "tiny-llama", "--task", "antonym", "--shots", "0", "--device", device], capsys
+    )
     assert_one_line_error(rc, err, message)
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")
 def test_cuda_without_cuda_is_a_clear_error(capsys):
-    rc, _, err = run(["eval", "--model", "tiny-llama", "--task", "antonym", "--shots", "0", "--device", "cuda"], capsys)
+    rc, _, err = run(
+        ["eval", "--model", "tiny-llama", "--task", "antonym", "--shots", "0", "--device", "cuda"], capsys
+    )
     assert_one_line_error(rc, err, "--device cuda: CUDA is not available here")
 
 

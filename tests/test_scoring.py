@@ -25,7 +25,9 @@ def gpt2_style() -> PreTrainedTokenizerFast:
     core = Tokenizer(models.BPE())
     core.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     core.decoder = decoders.ByteLevel()
-    core.train_from_iterator(CORPUS, trainers.BpeTrainer(vocab_size=400, initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+    core.train_from_iterator(
+        CORPUS, trainers.BpeTrainer(vocab_size=400, initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    )
     return PreTrainedTokenizerFast(tokenizer_object=core)
 
 
@@ -94,7 +96,9 @@ def test_an_answer_glued_to_its_line_break_still_counts():
 
 def test_a_bare_space_is_no_first_token_hit(tiny_llama):
     tokens = scoring.answer_tokens(tiny_llama.tokenizer, "97", "\n\n")  # " ", "9", "7", "\n", "\n"
-    space, nine, eight = (tiny_llama.tokenizer(t, add_special_tokens=False).input_ids[0] for t in (" ", "9", "8"))
+    space, nine, eight = (
+        tiny_llama.tokenizer(t, add_special_tokens=False).input_ids[0] for t in (" ", "9", "8")
+    )
     assert scoring.starts_with_answer([space, nine, eight], tokens)
     assert not scoring.starts_with_answer([space, eight], tokens)
     assert not scoring.starts_with_answer([space], tokens)  # stopped after the space
@@ -102,7 +106,9 @@ def test_a_bare_space_is_no_first_token_hit(tiny_llama):
 
 def test_prefix_match_needs_a_word_boundary():
     assert scoring.prefix_match(" bountiful, ladder", "bountiful")
-    assert scoring.prefix_match(" Paris", "paris") and not scoring.prefix_match(" Paris", "paris", case_sensitive=True)
+    assert scoring.prefix_match(" Paris", "paris") and not scoring.prefix_match(
+        " Paris", "paris", case_sensitive=True
+    )
     assert not scoring.prefix_match(" 97", "9") and scoring.prefix_match(" 9.5", "9")
     assert not scoring.prefix_match(" bountifully", "bountiful")
     assert not scoring.prefix_match(" against", "bountiful") and not scoring.prefix_match("", "x")

@@ -3,11 +3,13 @@ import torch
 
 from workbench.interventions import Intervention, mix_heads
 from workbench.methods.activations import task_embedding
-from workbench.methods.site import SoftInjection, SiteConfig
+from workbench.methods.site import SiteConfig, SoftInjection
 from workbench.model import inference
 from workbench.tasks.task import Task
 
-TINY = SiteConfig(template="qa", shots=2, n_prompts=6, steps=12, eval_every=3, batch_size=8, lr=0.3, patience=100)
+TINY = SiteConfig(
+    template="qa", shots=2, n_prompts=6, steps=12, eval_every=3, batch_size=8, lr=0.3, patience=100
+)
 PROMPTS = ["Q: ab\nA:", "Q: hello\nA:", "Q: x\nA:"]
 
 
@@ -52,7 +54,9 @@ def test_alpha_near_one_replaces_head_outputs_with_the_embedding(tiny_model):
     embedding = torch.randn(shape.n_layers, shape.n_heads, shape.d_head)
     injection = _injection(torch.sigmoid(torch.full((shape.n_layers, shape.n_heads), 30.0)), embedding)
     store = {}
-    inference.run_hooks_only(tiny_model, PROMPTS, [*injection.hooks(tiny_model), *tiny_model.heads.capture_z(store)])
+    inference.run_hooks_only(
+        tiny_model, PROMPTS, [*injection.hooks(tiny_model), *tiny_model.heads.capture_z(store)]
+    )
     for layer in range(shape.n_layers):
         assert torch.allclose(store[layer], embedding[layer].expand_as(store[layer]), atol=1e-5)
 
@@ -62,7 +66,9 @@ def test_gradients_reach_only_beta(tiny_llama):
     beta = torch.zeros(shape.n_layers, shape.n_heads, requires_grad=True)
     embedding = torch.randn(shape.n_layers, shape.n_heads, shape.d_head)
     cached = inference.cache_prefixes(tiny_llama, PROMPTS)
-    logits = inference.cached_last_logits(tiny_llama, cached, _injection(torch.sigmoid(beta), embedding).hooks(tiny_llama))
+    logits = inference.cached_last_logits(
+        tiny_llama, cached, _injection(torch.sigmoid(beta), embedding).hooks(tiny_llama)
+    )
     logits.logsumexp(-1).sum().backward()
     assert beta.grad is not None and beta.grad.abs().sum() > 0
     assert embedding.grad is None

@@ -19,7 +19,7 @@ from analyses.figures.head_maps import (
     layer_profile_figure,
 )
 from analyses.figures.transfer import similarity_figure, transfer_figure, transfer_vs_similarity_figure
-from app_state import clicked_cell
+from workbench.app.urls import clicked_cell
 from workbench.experiments.evaluation import evaluate
 from workbench.experiments.head_maps import alpha_summary, head_across_tasks
 from workbench.experiments.transfer import (
@@ -35,7 +35,7 @@ from workbench.experiments.transfer import (
     transfer_per_query,
     with_similarity,
 )
-from workbench.methods.site import SoftInjection, SiteConfig
+from workbench.methods.site import SiteConfig, SoftInjection
 from workbench.tasks.files import load_task
 
 TINY = SiteConfig(steps=4, n_prompts=4, shots=2, eval_every=2, batch_size=8)
@@ -227,9 +227,11 @@ def test_transfer_matrix_long_format(tiny_llama, tasks, fits):
         list(tasks.values()),
         fits,
         limit=2,
-        progress=lambda done, total, a, b: calls.append((done, total, a, b)),
+        progress=lambda cell, done, total, record: calls.append((cell, done, total)),
     )
-    assert len(per_query) == 4 * 2 and [c[:2] for c in calls] == [(1, 4), (2, 4), (3, 4), (4, 4)]
+    assert len(per_query) == 4 * 2 and [c[1:] for c in calls] == [(1, 4), (2, 4), (3, 4), (4, 4)]
+    names = list(tasks)
+    assert {c[0] for c in calls} == {f"{a} -> {b}" for a in names for b in names}
     frame = summarize_transfer(per_query)
     assert {"source", "target", "first_token_acc", "exact_match", "own_first_token_acc", "relative"} <= set(
         frame
@@ -310,7 +312,9 @@ def test_matrix_order_clusters_tasks_then_groups_top_k_sources_by_method():
     rows = [("a", "a"), ("b", "b"), ("c", "c"), ("a", "c"), ("c", "a")]
     rows += [("b · FV top-3", "a"), ("a · FV top-3", "a"), ("a · LTV top-3", "b")]
     frame = pd.DataFrame(rows, columns=["source", "target"])
-    frame["source_method"] = [("FV" if "FV" in s else "LTV" if "LTV" in s else "SITE") for s in frame["source"]]
+    frame["source_method"] = [
+        ("FV" if "FV" in s else "LTV" if "LTV" in s else "SITE") for s in frame["source"]
+    ]
     frame["source_task"] = frame["source"].str.split(" · ").str[0]
     frame["k"] = [3 if " · " in s else np.nan for s in frame["source"]]
     similarity = pd.DataFrame([[1, 0, 0.9], [0, 1, 0], [0.9, 0, 1]], index=list("abc"), columns=list("abc"))

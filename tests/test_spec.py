@@ -26,11 +26,16 @@ def test_a_spec_fills_in_every_default_and_hashes_what_the_fit_is():
     assert short.method == "SITE" and [t.name for t in short.tasks] == ["antonym"]
     assert short.settings == {**METHODS["SITE"].Config().as_dict(), "steps": 20, "lr": 1.0}
     assert short.tasks[0].sha256 and short.tasks[0].path == "data/tasks/antonym.json"
-    same = FitSpec.from_text(json.dumps({"settings": {"lr": 1.0, "steps": 20}, "tasks": ["antonym"], "method": "SITE",
-                                         "device": "cuda"}))
+    same = FitSpec.from_text(json.dumps({"settings": {"lr": 1.0, "steps": 20}, "tasks": ["antonym"],
+                                         "method": "SITE", "device": "cuda"}))
     assert same.hash == short.hash  # key order, 1 vs 1.0 and the device do not change what the fit is
-    assert FitSpec.from_text("method: SITE\ntasks: antonym\nsettings: {steps: 21, lr: 1}\n").hash != short.hash
-    assert FitSpec.from_text("method: SITE\ntasks: antonym\nsettings: {steps: 20, lr: 1}\nbos: false\n").hash != short.hash
+    assert (
+        FitSpec.from_text("method: SITE\ntasks: antonym\nsettings: {steps: 21, lr: 1}\n").hash != short.hash
+    )
+    assert (
+        FitSpec.from_text("method: SITE\ntasks: antonym\nsettings: {steps: 20, lr: 1}\nbos: false\n").hash
+        != short.hash
+    )
     assert FitSpec.from_text(short.to_yaml()) == short and FitSpec.from_text(short.to_json()) == short
 
 
@@ -91,7 +96,9 @@ def test_fit_refuses_settings_out_of_bounds_naming_the_flag(capsys):
     for flags, message in ([["--scale", "nan"], "--scale must be a finite number"],
                            [["--encoder-lr", "-1"], "--encoder-lr must be > 0"],
                            [["--per-task", "0"], "--per-task must be >= 1"]):
-        rc, _, err = run(["fit", "--method", "ATV", "--model", "tiny-llama", "--task", "antonym", *flags], capsys)
+        rc, _, err = run(
+            ["fit", "--method", "ATV", "--model", "tiny-llama", "--task", "antonym", *flags], capsys
+        )
         assert rc == 2 and message in err, err
     rc, _, err = run(["fit", "--spec", "x.yaml", "--task", "antonym"], capsys)
     assert rc == 2 and "--spec names the whole fit; drop --task" in err

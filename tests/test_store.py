@@ -10,7 +10,7 @@ import os
 import pytest
 import torch
 
-from workbench.methods.site import SoftInjection, SiteConfig
+from workbench.methods.site import SiteConfig, SoftInjection
 from workbench.model.loading import load_model
 from workbench.store import schema
 from workbench.store.codec import from_run, to_run
@@ -27,7 +27,11 @@ def _task(name="toy", n=40, answer=lambda i: "z"):
 
 @pytest.fixture(scope="module")
 def small_fit(tiny_llama):
-    return SoftInjection.fit(tiny_llama, _task(), SiteConfig(template="qa", shots=2, n_prompts=4, steps=3, eval_every=1, batch_size=8))
+    return SoftInjection.fit(
+        tiny_llama,
+        _task(),
+        SiteConfig(template="qa", shots=2, n_prompts=4, steps=3, eval_every=1, batch_size=8),
+    )
 
 
 def test_store_round_trip(tmp_path, tiny_llama, small_fit):
@@ -124,8 +128,8 @@ def test_every_run_saves_the_same_schema_fields(tmp_path, tiny_llama, small_fit)
     run_id = store.save(to_run(small_fit, tiny_llama, task, metrics={"toy": SCORES}))
     meta = json.loads((tmp_path / run_id / "meta.json").read_text())
     assert meta["schema"] == schema.SCHEMA_VERSION
-    assert meta["split_sizes"] == {"toy": {"train": 28, "valid": 4, "test": 8, "fit_pool": 14, "selection": 18,
-                                           "selection_from_train": 14}}
+    assert meta["split_sizes"] == {"toy": {"train": 28, "valid": 4, "test": 8, "fit_pool": 14,
+                                           "selection": 18, "selection_from_train": 14}}
     assert meta["task_sources"]["toy"]["sha256"] == task.content_hash
     assert meta["fit"]["seconds"] > 0 and meta["fit"]["best_step"] == small_fit.trace.best_step
     assert meta["template"].startswith("qa: ") and meta["config"]["template"] == "qa"
@@ -172,12 +176,18 @@ def test_version_0_metadata_is_upgraded_on_load_and_migrated_on_disk(tmp_path, t
     record at the top level, the benchmark's "first" / "exact" as metrics, no split sizes."""
     store = RunStore(tmp_path)
     # the tiny fit relabelled as a fit on the built-in antonym task, whose splits upgrade can recover
-    fit = dataclasses.replace(small_fit, tasks=["antonym"], embeddings={"antonym": small_fit.embeddings["toy"]})
+    fit = dataclasses.replace(
+        small_fit, tasks=["antonym"], embeddings={"antonym": small_fit.embeddings["toy"]}
+    )
     run_id = store.save(to_run(fit, tiny_llama, load_task("antonym")))
     folder = tmp_path / run_id
     new = json.loads((folder / "meta.json").read_text())
-    old = {key: new[key] for key in ("id", "method", "model", "tasks", "created", "versions", "config", "template")}
-    old.update({"fit_seconds": 1.5, **{k: v for k, v in new["fit"].items() if k != "seconds"}, "split_sizes": {},
+    old = {
+        key: new[key]
+        for key in ("id", "method", "model", "tasks", "created", "versions", "config", "template")
+    }
+    old.update({"fit_seconds": 1.5, **{k: v for k, v in new["fit"].items() if k != "seconds"},
+                "split_sizes": {},
                 "metrics": {"antonym": {"task": "antonym", "method": "SITE", "first": 0.75, "exact": 0.5,
                                         "fit_s": 1.5, "s_per_query": 0.03, "note": ""}}})
     (folder / "meta.json").write_text(json.dumps(old))
@@ -199,8 +209,9 @@ def test_version_0_metadata_is_upgraded_on_load_and_migrated_on_disk(tmp_path, t
 
 
 def test_a_version_0_run_whose_task_is_gone_is_a_clear_error():
-    meta = {"id": "old", "method": "TV", "model": {"model": "m"}, "tasks": ["my_file_task"], "created": "2026-01-01T00:00:00",
-            "versions": {}, "config": {"template": "qa", "seed": 0}, "layer": 3}
+    meta = {"id": "old", "method": "TV", "model": {"model": "m"}, "tasks": ["my_file_task"],
+            "created": "2026-01-01T00:00:00", "versions": {}, "config": {"template": "qa", "seed": 0},
+            "layer": 3}
     with pytest.raises(schema.SchemaError, match="task 'my_file_task' cannot be found"):
         schema.upgrade(meta, lambda name: None)
 

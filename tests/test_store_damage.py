@@ -5,8 +5,8 @@ locked or lost index; temp folders swept; a task known by its content)."""
 from __future__ import annotations
 
 import json
-import re
 import os
+import re
 import shutil
 import sqlite3
 import threading
@@ -53,7 +53,9 @@ def _nested(folder: Path) -> None:
 
 DAMAGE = {
     "truncated tensors": (_truncate, "tensors.safetensors is unreadable"),
-    "padded tensors": (lambda f: (f / "tensors.safetensors").open("ab").write(b"xx"), "tensors.safetensors is unreadable"),
+    "padded tensors": (
+        lambda f: (f / "tensors.safetensors").open("ab").write(b"xx"), "tensors.safetensors is unreadable"
+    ),
     "no tensors": (lambda f: (f / "tensors.safetensors").unlink(), "tensors.safetensors is unreadable"),
     "meta {}": (lambda f: (f / "meta.json").write_text("{}"), "meta.json lacks id, method"),
     "meta not JSON": (lambda f: (f / "meta.json").write_text("{not json"), "meta.json is unreadable"),
@@ -62,7 +64,9 @@ DAMAGE = {
     "meta nested deep": (_nested, "meta.json is unreadable"),
     "no meta": (lambda f: (f / "meta.json").unlink(), "meta.json is missing"),
     "meta of another run": (
-        lambda f: (f / "meta.json").write_text(json.dumps({**json.loads((f / "meta.json").read_text()), "id": "other"})),
+        lambda f: (f / "meta.json").write_text(
+            json.dumps({**json.loads((f / "meta.json").read_text()), "id": "other"})
+        ),
         "its meta.json is for run 'other'",
     ),
     "version-0 meta, wrong types": (
@@ -77,8 +81,10 @@ DAMAGE = {
         "cannot be upgraded (AttributeError",
     ),
     "metrics out of range": (
-        lambda f: (f / "meta.json").write_text(json.dumps({**json.loads((f / "meta.json").read_text()), "metrics": {
-            "bad": {"test_first_token_acc": 7, "test_exact_match": 0, "n_test": 1}}})),
+        lambda f: (f / "meta.json").write_text(json.dumps({
+            **json.loads((f / "meta.json").read_text()),
+            "metrics": {"bad": {"test_first_token_acc": 7, "test_exact_match": 0, "n_test": 1}},
+        })),
         "'metrics.bad.test_first_token_acc' must be in [0, 1]",
     ),
 }
@@ -186,7 +192,9 @@ def locked_index(store, monkeypatch):
 
 
 def test_a_save_while_the_index_is_locked_keeps_the_run_and_lists_it(store, locked_index):
-    with pytest.warns(IndexWarning, match="is saved, but the index .* could not be updated .*database is locked"):
+    with pytest.warns(
+        IndexWarning, match="is saved, but the index .* could not be updated .*database is locked"
+    ):
         run_id = store.save(make_run("during"))
     assert store.load(run_id).tasks == ["during"]
     assert run_id in set(store.list()["id"])  # listed while the lock is still held
@@ -299,7 +307,9 @@ def test_the_cli_on_a_damaged_store(store, capsys):
 
     for bad, why in ((truncated, "tensors.safetensors is unreadable"), (empty, "meta.json lacks id")):
         rc, out, err = cli_run(["runs", "show", bad, "--store", store.root], capsys)
-        assert rc == 2 and err.startswith(f"error: Run {bad} in ") and why in err and len(err.splitlines()) == 1
+        assert (
+            rc == 2 and err.startswith(f"error: Run {bad} in ") and why in err and len(err.splitlines()) == 1
+        )
 
     rc, out, err = cli_run(["runs", "reindex", "--store", store.root], capsys)
     assert rc == 0 and "indexed 1 runs" in out

@@ -209,7 +209,7 @@ def test_concurrent_fits_all_land(tmp_path, model):
     children = [start_child(root) for _ in range(3)]
     time.sleep(3)
     saved: list[str] = []
-    for proc, conn in children:
+    for _proc, conn in children:
         drain(conn, saved)
     for proc, conn in children:
         os.kill(proc.pid, signal.SIGKILL)

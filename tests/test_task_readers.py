@@ -19,7 +19,9 @@ from hypothesis import strategies as st
 
 from workbench.tasks.files import LINE_BREAKS, TaskFileError, read_pairs
 
-SETTINGS = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+SETTINGS = settings(
+    max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 
 # Text of any kind: line breaks of every sort, quotes, commas, spaces, control characters,
 # lone surrogates (JSON can carry them as escapes), and the ordinary words of a task.
@@ -82,12 +84,17 @@ def test_mostly_valid_json_files(tmp_path, inputs, outputs, spaced):
     pairs = read_or_error(write(tmp_path, ".json", json.dumps(records)))
     if pairs is not None:
         assert pairs == expected_pairs(records)
-    elif all(y.strip() and not set(y) & set(LINE_BREAKS) and "\ud800" not in y for y in outputs[: len(inputs)]):
+    elif all(
+        y.strip() and not set(y) & set(LINE_BREAKS) and "\ud800" not in y for y in outputs[: len(inputs)]
+    ):
         pytest.fail("a file of plain words and usable answers was refused")
 
 
 @SETTINGS
-@given(rows=st.lists(st.tuples(text, text), max_size=8), header=st.sampled_from(["input,output", " Input , OUTPUT", "output,input"]))
+@given(
+    rows=st.lists(st.tuples(text, text), max_size=8),
+    header=st.sampled_from(["input,output", " Input , OUTPUT", "output,input"]),
+)
 @example(rows=[("hot\ncold", "x")] + [(f"w{i}", "y") for i in range(6)], header="input,output")
 def test_any_csv_rows_parse_to_the_written_pairs_or_a_task_file_error(tmp_path, rows, header):
     buffer = io.StringIO()
@@ -123,17 +130,37 @@ def _rows(n=8):
 @pytest.mark.parametrize(
     "name, content, message",
     [
-        ("multiline.csv", 'input,output\n"hot\ncold",x\n' + _rows(), "record 0: field 'input' contains a line break (U+000A)"),
-        ("dupheader.csv", "input,Input,output\n" + _rows(), "names column 'input' more than once (columns [1, 2])"),
-        ("extra.csv", "input,output\nin, inside,out\n" + _rows(), "record 0 (line 2) has 3 values, the header 2 columns"),
-        ("bigfield.csv", "input,output\n" + "x" * 140_000 + ",y\n" + _rows(), "unreadable CSV at line 2: field larger than field limit"),
+        (
+            "multiline.csv",
+            'input,output\n"hot\ncold",x\n' + _rows(),
+            "record 0: field 'input' contains a line break (U+000A)",
+        ),
+        (
+            "dupheader.csv",
+            "input,Input,output\n" + _rows(),
+            "names column 'input' more than once (columns [1, 2])",
+        ),
+        (
+            "extra.csv",
+            "input,output\nin, inside,out\n" + _rows(),
+            "record 0 (line 2) has 3 values, the header 2 columns",
+        ),
+        (
+            "bigfield.csv",
+            "input,output\n" + "x" * 140_000 + ",y\n" + _rows(),
+            "unreadable CSV at line 2: field larger than field limit",
+        ),
         ("u2028.json", json.dumps([{"input": "a\u2028b", "output": "x"}]), "contains a line break (U+2028)"),
         ("u0085.json", json.dumps([{"input": "a\u0085b", "output": "x"}]), "contains a line break (U+0085)"),
         ("vt.json", json.dumps([{"input": "a\x0bb", "output": "x"}]), "contains a line break (U+000B)"),
         ("trailing.json", json.dumps([{"input": "a", "output": "x\n"}]), "contains a line break (U+000A)"),
         ("surrogate.json", '[{"input": "a\\ud800", "output": "x"}]', "is not valid Unicode (U+D800"),
         ("nested.json", "[" * 100_000 + "]" * 100_000, "JSON nested too deeply"),
-        ("dupkey.json", '[{"input": "a", "input": "b", "output": "c"}]', "record 0: key 'input' appears more than once"),
+        (
+            "dupkey.json",
+            '[{"input": "a", "input": "b", "output": "c"}]',
+            "record 0: key 'input' appears more than once",
+        ),
         ("nan.json", '[{"input": NaN, "output": "c"}]', "NaN is not valid JSON"),
         ("object.json", '{"input": "a", "output": "b"}', "got dict"),
     ],
@@ -154,5 +181,8 @@ def test_json_numbers_keep_their_literal_text(tmp_path):
 
 def test_a_quoted_comma_and_extra_columns_are_fine(tmp_path):
     path = tmp_path / "ok.csv"
-    path.write_text('input,output,note\n"in, inside",out,n\n' + "".join(f"w{i},W{i},\n" for i in range(5)), encoding="utf-8")
+    path.write_text(
+        'input,output,note\n"in, inside",out,n\n' + "".join(f"w{i},W{i},\n" for i in range(5)),
+        encoding="utf-8",
+    )
     assert read_pairs(path)[0] == ("in, inside", "out")

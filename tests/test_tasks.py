@@ -200,7 +200,9 @@ def test_duplicate_input(tmp_path):
     records = _good(6)
     records[4]["input"] = "in1"
     path = _write_json(tmp_path, records)
-    with pytest.raises(TaskFileError, match=_names_file(path) + r": record 4: input 'in1' already appears in record 1"):
+    with pytest.raises(
+        TaskFileError, match=_names_file(path) + r": record 4: input 'in1' already appears in record 1"
+    ):
         read_pairs(path)
 
 
@@ -399,11 +401,13 @@ def test_a_split_folder_keeps_its_splits(tmp_path):
 
 
 def test_the_duplicate_option_keeps_the_first_and_reports_what_it_dropped(tmp_path):
-    pairs = [("Yo-Yo Ma", "cello"), ("a", "1"), ("Yo-Yo Ma", "piano"), ("b", "2"), ("c", "3"), ("a", "9"), ("d", "4"),
-             ("e", "5")]
+    pairs = [("Yo-Yo Ma", "cello"), ("a", "1"), ("Yo-Yo Ma", "piano"), ("b", "2"), ("c", "3"), ("a", "9"),
+             ("d", "4"), ("e", "5")]
     path = tmp_path / "instruments.json"
     _write(path, pairs)
-    with pytest.raises(TaskFileError, match=r"record 2: input 'Yo-Yo Ma' already appears in record 0.*--keep-first"):
+    with pytest.raises(
+        TaskFileError, match=r"record 2: input 'Yo-Yo Ma' already appears in record 0.*--keep-first"
+    ):
         load_task(path)
     task = load_task(path, keep_first_duplicates=True)
     assert task.meta["duplicates_dropped"] == 2

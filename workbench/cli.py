@@ -11,15 +11,22 @@ loads wherever they can be; warnings (a run saved while its index was locked) pr
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 import warnings
+from collections.abc import Mapping
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pandas as pd
 
 from workbench import atomic
 from workbench.methods import METHODS
+from workbench.progress import Progress
 from workbench.tasks.prompts import DEFAULT_TEMPLATE
+
+if TYPE_CHECKING:
+    from tqdm import tqdm
 
 FORMATS = ("table", "csv", "json")
 MAX_NEW_TOKENS = 24  # the most tokens evaluation decodes per answer (experiments/evaluation.py)
@@ -73,7 +80,9 @@ def cmd_show_task(args: argparse.Namespace) -> int:
 
     template = get_template(args.template)
     if args.shots < 0 or args.items < 0 or args.seed < 0:
-        raise ValueError(f"--shots, --items and --seed must be >= 0, got {args.shots}, {args.items}, {args.seed}.")
+        raise ValueError(
+            f"--shots, --items and --seed must be >= 0, got {args.shots}, {args.items}, {args.seed}."
+        )
     (task,) = resolve_tasks([args.task], args.keep_first_duplicates)  # named as eval and fit name it
     splits = task.split(args.seed)
     print(f"task:           {task.name}")
@@ -83,7 +92,10 @@ def cmd_show_task(args: argparse.Namespace) -> int:
     print(f"case_sensitive: {task.case_sensitive}")
     print(f"file:           {task.path}")
     if task.meta.get("duplicates_dropped"):
-        print(f"duplicates:     {task.meta['duplicates_dropped']} records dropped (the first of each input kept)")
+        print(
+            f"duplicates:     {task.meta['duplicates_dropped']} records dropped "
+            "(the first of each input kept)"
+        )
     print(
         f"items:          {len(task)} (train {len(splits.train)}, valid {len(splits.valid)}, "
         f"test {len(splits.test)}; seed {args.seed})"
@@ -129,26 +141,34 @@ def cmd_eval(args: argparse.Namespace) -> int:
         prompts = build_prompts(template, queries, splits.train, max(args.shots), args.seed)
         _check_context(model, task, max(args.shots), prompts, generated=MAX_NEW_TOKENS)
     total = grid_size(tasks, args.shots, split=args.split, limit=args.limit, seed=args.seed)
-    with tqdm(total=total, unit="query", file=sys.stderr, disable=args.no_progress, dynamic_ncols=True) as bar:
-        def progress(done: int, _total: int) -> None:
-            bar.update(done - bar.n)
-
-        def on_cell(task_name: str, shots: int) -> None:
-            bar.set_description(f"{task_name} {shots}-shot")
-
+    with tqdm(
+        total=total, unit="query", file=sys.stderr, disable=args.no_progress, dynamic_ncols=True
+    ) as bar:
         results = evaluate_grid(
-            model, tasks, args.shots, template=template, split=args.split, limit=args.limit,
-            batch_size=args.batch_size, seed=args.seed, progress=progress, on_cell=on_cell,
+            model,
+            tasks,
+            args.shots,
+            template=template,
+            split=args.split,
+            limit=args.limit,
+            batch_size=args.batch_size,
+            seed=args.seed,
+            progress=_bar_progress(bar),
         )
     summary = summarize_grid(results, tasks, split=args.split, seed=args.seed, limit=args.limit)
     frame = results if args.per_query else summary
-    note = f"model {model.name} ({model.source}); split {args.split}; seed {args.seed}; template {template.describe()}"
+    note = (
+        f"model {model.name} ({model.source}); split {args.split}; seed {args.seed}; "
+        f"template {template.describe()}"
+    )
 
     if args.output:
         atomic.write_text(Path(args.output), _render(frame, fmt))
         print(note)
         print(_render(summary, "table"), end="")
-        print(f"wrote {len(frame)} {'per-query' if args.per_query else 'summary'} rows ({fmt}) to {args.output}")
+        print(
+            f"wrote {len(frame)} {'per-query' if args.per_query else 'summary'} rows ({fmt}) to {args.output}"
+        )
     elif fmt == "table":
         print(note)
         print(_render(frame, "table"), end="")
@@ -174,8 +194,16 @@ def cmd_fit(args: argparse.Namespace) -> int:
         raise ValueError(f"--limit must be >= 1, got {args.limit}.")
     given = settings.given(args)
     if args.spec:  # the whole fit comes from the file; flags may only say where and how to score
-        clash = [name for name, value in (("--task", args.task), ("--agnostic", args.agnostic),
-                                          ("--no-bos", args.no_bos), ("--model", args.model)) if value]
+        clash = [
+            name
+            for name, value in (
+                ("--task", args.task),
+                ("--agnostic", args.agnostic),
+                ("--no-bos", args.no_bos),
+                ("--model", args.model),
+            )
+            if value
+        ]
         clash += [settings.flag_names(get_method(args.method or "SITE").Config).get(k, k) for k in given]
         if clash:
             raise ValueError(f"--spec names the whole fit; drop {', '.join(clash)} (or edit the spec).")
@@ -188,14 +216,23 @@ def cmd_fit(args: argparse.Namespace) -> int:
         method = get_method(args.method or "SITE")
         tasks = resolve_tasks(args.task, args.keep_first_duplicates)
         if args.agnostic and not method.several_tasks:
-            raise ValueError(f"--agnostic is for methods that fit several tasks at once; {method.name} is fitted per task.")
+            raise ValueError(
+                f"--agnostic is for methods that fit several tasks at once; {method.name} is fitted per task."
+            )
         fields = set(method.Config.__dataclass_fields__)
         ignored = sorted(k for k in given if k not in fields)
         if ignored:
-            raise ValueError(f"{method.name} has no setting {', '.join(ignored)} (its settings: {', '.join(sorted(fields))}).")
+            raise ValueError(
+                f"{method.name} has no setting {', '.join(ignored)} "
+                f"(its settings: {', '.join(sorted(fields))})."
+            )
         config = method.Config(**given)
         groups = [tasks] if args.agnostic else [[t] for t in tasks]
-        model_name, bos, device = args.model or "smollm2-135m-instruct", False if args.no_bos else None, args.device
+        model_name, bos, device = (
+            args.model or "smollm2-135m-instruct",
+            False if args.no_bos else None,
+            args.device,
+        )
     flags = settings.flag_names(method.Config)
     config.check(names=flags)
     template = get_template(config.template)
@@ -207,21 +244,25 @@ def cmd_fit(args: argparse.Namespace) -> int:
     model = load_model(model_name, device=device, prepend_bos=bos)
     config.check(model.heads.shape.n_layers, names=flags)
     for task in tasks:
-        prompts, _ = train_prompts(task.split(config.seed).train, template, shots, getattr(config, "n_prompts", 1),
-                                   config.seed)
+        prompts, _ = train_prompts(
+            task.split(config.seed).train, template, shots, getattr(config, "n_prompts", 1), config.seed
+        )
         _check_context(model, task, shots, prompts)
     rows = []
     for group in groups:
         label = "+".join(t.name for t in group) if len(group) <= 3 else f"{len(group)} tasks"
-        with tqdm(unit="step", file=sys.stderr, disable=args.no_progress, desc=f"{method.name} {label}") as bar:
-            def progress(stage: str, done: int, total: int, record: dict) -> None:
-                bar.set_description(f"{method.name} {label}: {stage}")
-                bar.total = total
-                bar.update(done - bar.n)
-
+        with tqdm(
+            unit="step", file=sys.stderr, disable=args.no_progress, desc=f"{method.name} {label}"
+        ) as bar:
             fit, run_id, metrics = fit_score_save(
-                model, group, method.name, config, store, eval_limit=args.limit, score=not args.no_eval,
-                progress=progress,
+                model,
+                group,
+                method.name,
+                config,
+                store,
+                eval_limit=args.limit,
+                score=not args.no_eval,
+                progress=_bar_progress(bar, f"{method.name} {label}: "),
             )
         for task in group:
             rows.append({"run": run_id, "task": task.name, **fit.summary(), **metrics.get(task.name, {})})
@@ -249,15 +290,25 @@ def cmd_runs(args: argparse.Namespace) -> int:
             print(f"\n{damaged} damaged run(s): `runs show ID` says why, `runs delete ID` removes one.")
     elif args.action == "show":
         run = store.load(_one_id(args))
-        summary = {"id": run.id, "method": run.method, "model": run.model, "tasks": run.tasks, "created": run.created,
-                   "tensors": {k: list(v.shape) for k, v in run.tensors.items()},
-                   **run.meta, "fit": {k: v for k, v in run.meta["fit"].items() if k != "history"}}
+        summary = {
+            "id": run.id,
+            "method": run.method,
+            "model": run.model,
+            "tasks": run.tasks,
+            "created": run.created,
+            "tensors": {k: list(v.shape) for k, v in run.tensors.items()},
+            **run.meta,
+            "fit": {k: v for k, v in run.meta["fit"].items() if k != "history"},
+        }
         print(json.dumps(summary, indent=1, default=str))
     elif args.action == "spec":
         from workbench.spec import FitSpec
 
         spec = FitSpec.from_dict(store.load(_one_id(args)).meta["spec"], where=f"run {args.ids[0]}")
-        print(spec.to_json() if args.format == "json" else spec.to_yaml(), end="\n" if args.format == "json" else "")
+        print(
+            spec.to_json() if args.format == "json" else spec.to_yaml(),
+            end="\n" if args.format == "json" else "",
+        )
     elif args.action == "delete":
         store.delete(_one_id(args))
         print(f"deleted {args.ids[0]}")
@@ -273,9 +324,13 @@ def cmd_runs(args: argparse.Namespace) -> int:
             print(f"indexed {len(report.done)} runs in {store.root}")
         else:
             report = store.migrate()
-            print(f"rewrote the metadata of {len(report.done)} runs in {store.root} in the current schema" if report.done
-                  else f"every run in {store.root} is in the current schema" if not report.skipped
-                  else f"rewrote no runs in {store.root}")
+            print(
+                f"rewrote the metadata of {len(report.done)} runs in {store.root} in the current schema"
+                if report.done
+                else f"every run in {store.root} is in the current schema"
+                if not report.skipped
+                else f"rewrote no runs in {store.root}"
+            )
         for run_id, why in report.skipped.items():
             print(f"skipped {run_id}: {why}")
     return 0
@@ -293,11 +348,28 @@ def _check_context(model, task, shots: int, prompts: list[str], generated: int =
             longest = encode(model, prompts[start : start + 64]).tokens.shape[1]
             if longest + generated > n_ctx:
                 raise ValueError(
-                    f"A prompt has {longest} tokens, and with up to {generated} generated tokens that is over the "
+                    f"A prompt has {longest} tokens, and with up to {generated} generated tokens "
+                    "that is over the "
                     f"context of {n_ctx} tokens of {model.name}: use fewer shots or shorter inputs."
                 )
         except ValueError as err:
             raise ValueError(f"task {task.name!r}, {shots}-shot prompts: {err}") from None
+
+
+def _bar_progress(bar: tqdm, prefix: str = "") -> Progress:
+    """A tqdm bar as a :mod:`workbench.progress` callback: the stage as its description, the
+    record's numbers (losses, running accuracies) after it."""
+
+    def progress(stage: str, done: int, total: int, record: Mapping[str, float]) -> None:
+        bar.set_description(f"{prefix}{stage}", refresh=False)
+        numbers = {
+            k: f"{v:.3g}" for k, v in record.items() if isinstance(v, int | float) and math.isfinite(v)
+        }
+        bar.set_postfix(numbers, refresh=False)
+        bar.total = total
+        bar.update(done - bar.n)
+
+    return progress
 
 
 def _check_device(spec: str | None) -> None:
@@ -312,7 +384,9 @@ def _check_device(spec: str | None) -> None:
         raise ValueError(f"Unknown device {spec!r}: use cpu, cuda, cuda:N or mps.") from None
     if device.type == "cuda":
         if not torch.cuda.is_available():
-            raise ValueError(f"--device {spec}: CUDA is not available here (torch {torch.__version__}); use --device cpu.")
+            raise ValueError(
+                f"--device {spec}: CUDA is not available here (torch {torch.__version__}); use --device cpu."
+            )
         if device.index is not None and device.index >= torch.cuda.device_count():
             raise ValueError(f"--device {spec}: this machine has {torch.cuda.device_count()} CUDA device(s).")
     elif device.type == "mps":
@@ -383,66 +457,110 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("show-task", help="a task's splits, items and an example prompt")
     p.add_argument("task", metavar="NAME_OR_PATH", help="built-in task name, or a JSON / CSV file")
-    p.add_argument("--template", default=DEFAULT_TEMPLATE, help="arrow, qa, or a custom format containing {x}")
+    p.add_argument(
+        "--template", default=DEFAULT_TEMPLATE, help="arrow, qa, or a custom format containing {x}"
+    )
     p.add_argument("--shots", type=int, default=3, help="demonstrations in the example prompt (default 3)")
     p.add_argument("--items", type=int, default=5, help="items to list (default 5)")
-    p.add_argument("--keep-first-duplicates", action="store_true", help="keep the first record of a repeated input")
+    p.add_argument(
+        "--keep-first-duplicates", action="store_true", help="keep the first record of a repeated input"
+    )
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=cmd_show_task)
 
     p = sub.add_parser("eval", help="zero-shot / k-shot accuracy over tasks x shots")
-    p.add_argument("--model", default="smollm2-135m-instruct", help="model name or local directory (see `models`)")
     p.add_argument(
-        "--task", action="extend", nargs="+", required=True, metavar="NAME_OR_PATH",
+        "--model", default="smollm2-135m-instruct", help="model name or local directory (see `models`)"
+    )
+    p.add_argument(
+        "--task",
+        action="extend",
+        nargs="+",
+        required=True,
+        metavar="NAME_OR_PATH",
         help="built-in task, JSON / CSV file, or 'all'; repeatable",
     )
-    p.add_argument("--shots", type=int, nargs="+", default=[0, 10], help="one or more shot counts (default 0 10)")
-    p.add_argument("--template", default=DEFAULT_TEMPLATE, help="arrow, qa, or a custom format containing {x}")
-    p.add_argument("--no-bos", action="store_true",
-                   help="prompts start with their text, not the model's BOS token (recorded with the results)")
+    p.add_argument(
+        "--shots", type=int, nargs="+", default=[0, 10], help="one or more shot counts (default 0 10)"
+    )
+    p.add_argument(
+        "--template", default=DEFAULT_TEMPLATE, help="arrow, qa, or a custom format containing {x}"
+    )
+    p.add_argument(
+        "--no-bos",
+        action="store_true",
+        help="prompts start with their text, not the model's BOS token (recorded with the results)",
+    )
     p.add_argument("--split", default="test", choices=["train", "valid", "test"])
     p.add_argument("--limit", type=int, default=None, help="evaluate only the first N items of the split")
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--seed", type=int, default=0, help="seed of the split and the demonstrations")
     p.add_argument("--device", default=None, help="cpu, cuda, ... (default: cuda if available)")
-    p.add_argument("--format", choices=FORMATS, default=None, help="default: from --output's extension, else table")
+    p.add_argument(
+        "--format", choices=FORMATS, default=None, help="default: from --output's extension, else table"
+    )
     p.add_argument("--output", metavar="FILE", help="write the results here (atomically)")
     p.add_argument("--per-query", action="store_true", help="one row per query instead of the summary")
-    p.add_argument("--keep-first-duplicates", action="store_true", help="keep the first record of a repeated input")
+    p.add_argument(
+        "--keep-first-duplicates", action="store_true", help="keep the first record of a repeated input"
+    )
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_eval)
 
     p = sub.add_parser(
-        "fit", aliases=["fit-site"],
+        "fit",
+        aliases=["fit-site"],
         help=f"fit a method ({', '.join(METHODS)}) per task, score it on the test split, save runs "
         "(fit-site: --method SITE)",
-        description="Fit a method per task (or one fit over several tasks with --agnostic), score it on the test "
+        description="Fit a method per task (or one fit over several tasks with --agnostic), "
+        "score it on the test "
         "split and save a run. Every method setting has a flag below, with its default per method; a setting "
         "of another method is an error. --spec FILE fits a saved or written fit spec instead (`runs spec ID` "
         "prints a run's).",
     )
     p.add_argument("--method", type=str.upper, default=None, choices=list(METHODS), help="default SITE")
-    p.add_argument("--spec", metavar="FILE", default=None,
-                   help="a fit spec (YAML or JSON: method, model, tasks, settings, bos, device): the fit it names")
-    p.add_argument("--model", default=None, help="model name or local directory (default smollm2-135m-instruct)")
+    p.add_argument(
+        "--spec",
+        metavar="FILE",
+        default=None,
+        help="a fit spec (YAML or JSON: method, model, tasks, settings, bos, device): the fit it names",
+    )
+    p.add_argument(
+        "--model", default=None, help="model name or local directory (default smollm2-135m-instruct)"
+    )
     p.add_argument("--task", action="extend", nargs="+", default=None, metavar="NAME_OR_PATH")
-    p.add_argument("--agnostic", action="store_true",
-                   help="one fit shared by all the given tasks (methods that allow it: "
-                   f"{', '.join(n for n, m in METHODS.items() if m.several_tasks)})")
-    p.add_argument("--no-bos", action="store_true",
-                   help="prompts start with their text, not the model's BOS token (recorded with the results)")
-    p.add_argument("--keep-first-duplicates", action="store_true", help="keep the first record of a repeated input")
+    p.add_argument(
+        "--agnostic",
+        action="store_true",
+        help="one fit shared by all the given tasks (methods that allow it: "
+        f"{', '.join(n for n, m in METHODS.items() if m.several_tasks)})",
+    )
+    p.add_argument(
+        "--no-bos",
+        action="store_true",
+        help="prompts start with their text, not the model's BOS token (recorded with the results)",
+    )
+    p.add_argument(
+        "--keep-first-duplicates", action="store_true", help="keep the first record of a repeated input"
+    )
     p.add_argument("--limit", type=int, default=None, help="test items to evaluate the fit on")
     p.add_argument("--no-eval", action="store_true", help="skip the test evaluation")
     p.add_argument("--store", default=None, help="run store folder (default: $WORKBENCH_RUNS or the cache)")
-    p.add_argument("--device", default=None, help="cpu, cuda, ... (default: the spec's, else cuda if available)")
+    p.add_argument(
+        "--device", default=None, help="cpu, cuda, ... (default: the spec's, else cuda if available)"
+    )
     p.add_argument("--no-progress", action="store_true")
     method_settings(p)
     p.set_defaults(func=cmd_fit)
 
-    p = sub.add_parser("runs", help="list / show / delete / export saved runs; rebuild the index; migrate old metadata")
-    p.add_argument("action", choices=["list", "show", "spec", "delete", "export", "reindex", "migrate"],
-                   help="spec ID: the run's fit spec, as YAML (--format json: JSON); `fit --spec` fits it again")
+    p = sub.add_parser(
+        "runs", help="list / show / delete / export saved runs; rebuild the index; migrate old metadata"
+    )
+    p.add_argument(
+        "action",
+        choices=["list", "show", "spec", "delete", "export", "reindex", "migrate"],
+        help="spec ID: the run's fit spec, as YAML (--format json: JSON); `fit --spec` fits it again",
+    )
     p.add_argument("ids", nargs="*", metavar="RUN_ID [DEST]")
     p.add_argument("--store", default=None, help="run store folder (default: $WORKBENCH_RUNS or the cache)")
     p.add_argument("--bundled", action="store_true", help="the runs shipped with the repo (read-only)")
@@ -458,7 +576,9 @@ def method_settings(parser: argparse.ArgumentParser) -> None:
     """A flag for every setting of every registered method (workbench.methods.settings)."""
     from workbench.methods import settings
 
-    group = parser.add_argument_group("method settings", "each method's own defaults are given; see docs/methods.md")
+    group = parser.add_argument_group(
+        "method settings", "each method's own defaults are given; see docs/methods.md"
+    )
     settings.add_flags(group, [(name, method.Config) for name, method in METHODS.items()])
 
 

@@ -51,7 +51,7 @@ Phase = Literal["prompt", "decode"]
 OPS = ("replace", "add", "mix")
 
 
-class When(str, Enum):
+class When(str, Enum):  # noqa: UP042 (str() of a member stays "When.X"; StrEnum would change it)
     """Which positions an edit acts on."""
 
     LAST = "last"  # the last prompt token only: generated tokens read it through the KV cache
@@ -59,7 +59,7 @@ class When(str, Enum):
     ALL = "all"  # every prompt position and every generated token
 
     @classmethod
-    def parse(cls, value: "When | str") -> "When":
+    def parse(cls, value: When | str) -> When:
         try:
             return cls(value)
         except ValueError:
@@ -109,7 +109,7 @@ class Edit:
             return slice(prompt_end, None)
         return slice(prompt_end, None if prompt_end == -1 else prompt_end + 1)
 
-    def hooks(self, model: "LoadedModel", phase: Phase, prompt_end: int = -1) -> list["Hook"]:
+    def hooks(self, model: LoadedModel, phase: Phase, prompt_end: int = -1) -> list[Hook]:
         """One hook per layer for this phase (none when the edit does not act in it)."""
         columns = self.columns(phase, prompt_end)
         if columns is None:
@@ -133,15 +133,15 @@ class Intervention:
     name: str
     edits: tuple[Edit, ...]
 
-    def hooks(self, model: "LoadedModel", phase: Phase = "prompt", prompt_end: int = -1) -> list["Hook"]:
+    def hooks(self, model: LoadedModel, phase: Phase = "prompt", prompt_end: int = -1) -> list[Hook]:
         return [hook for edit in self.edits for hook in edit.hooks(model, phase, prompt_end)]
 
-    def at(self, when: When | str) -> "Intervention":
+    def at(self, when: When | str) -> Intervention:
         """The same edits acting ``when`` (last prompt token / also generated / every position)."""
         when = When.parse(when)
         return dataclasses.replace(self, edits=tuple(dataclasses.replace(e, when=when) for e in self.edits))
 
-    def for_prompts(self, model: "LoadedModel", prompts: list[str]) -> "Intervention":
+    def for_prompts(self, model: LoadedModel, prompts: list[str]) -> Intervention:
         """The intervention for this batch of prompts: itself. A query-dependent method (ATV)
         returns a subclass that computes its per-query values here."""
         return self
@@ -167,19 +167,21 @@ class Deferred(Intervention):
     ``needs_prompts`` intervention has no hooks before that."""
 
     edits: tuple[Edit, ...] = ()
-    build: Callable[["LoadedModel", list[str], When], tuple[Edit, ...]]
+    build: Callable[[LoadedModel, list[str], When], tuple[Edit, ...]]
     when: When = When.LAST
     needs_prompts: bool = False
 
-    def for_prompts(self, model: "LoadedModel", prompts: list[str]) -> Intervention:
+    def for_prompts(self, model: LoadedModel, prompts: list[str]) -> Intervention:
         return Intervention(self.name, tuple(self.build(model, prompts, self.when)))
 
-    def hooks(self, model: "LoadedModel", phase: Phase = "prompt", prompt_end: int = -1) -> list["Hook"]:
+    def hooks(self, model: LoadedModel, phase: Phase = "prompt", prompt_end: int = -1) -> list[Hook]:
         if self.needs_prompts:
-            raise ValueError(f"{self.name} makes its edits per query: call for_prompts(model, prompts) first.")
+            raise ValueError(
+                f"{self.name} makes its edits per query: call for_prompts(model, prompts) first."
+            )
         return self.for_prompts(model, []).hooks(model, phase, prompt_end)
 
-    def at(self, when: When | str) -> "Deferred":
+    def at(self, when: When | str) -> Deferred:
         return dataclasses.replace(self, when=When.parse(when))
 
     @property
@@ -210,7 +212,10 @@ def replace_residual(layer: int, vector: torch.Tensor, when: When = When.LAST) -
 
 
 def add_to_residual(
-    vectors: torch.Tensor, layers: tuple[int, ...] | None = None, when: When = When.LAST, per_query: bool = False
+    vectors: torch.Tensor,
+    layers: tuple[int, ...] | None = None,
+    when: When = When.LAST,
+    per_query: bool = False,
 ) -> Edit:
     """Add vectors[i] to the residual after layers[i]: (n, d_model), or (B, n, d_model) per query.
     ``layers`` None: every layer, 0 .. n - 1."""

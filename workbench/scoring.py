@@ -36,7 +36,6 @@ from workbench.model.loading import LoadedModel
 from workbench.tasks.prompts import answer_text
 
 
-
 @dataclass(frozen=True)
 class Metric:
     """One answer metric under every name it goes by, so no module keeps a rename table."""
@@ -69,7 +68,9 @@ METRIC_NOTES = {m.summary: m.note for m in ANSWER_METRICS}
 def current_columns(frame):
     """A saved table with the metrics' older column names (``first``, ``prefix``, ``exact``)
     renamed to their summary names; other columns as they are."""
-    renames = {alias: m.summary for m in ANSWER_METRICS for alias in m.aliases if m.summary not in frame.columns}
+    renames = {
+        alias: m.summary for m in ANSWER_METRICS for alias in m.aliases if m.summary not in frame.columns
+    }
     return frame.rename(columns=renames)
 
 

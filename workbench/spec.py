@@ -44,7 +44,7 @@ class TaskRef:
     keep_first_duplicates: bool = False
 
     @classmethod
-    def of(cls, task) -> "TaskRef":
+    def of(cls, task) -> TaskRef:
         from workbench.store.schema import task_source
 
         source = task_source(task)
@@ -59,8 +59,9 @@ class TaskRef:
         task = load_task(self.name if builtin else self.path or self.name,
                          keep_first_duplicates=self.keep_first_duplicates)
         if self.sha256 and task.content_hash != self.sha256:
-            raise SpecError(f"Task {self.name!r} ({self.path or 'built-in'}) has changed since the spec was written: "
-                            f"its pairs hash to {task.content_hash[:12]}..., the spec names {self.sha256[:12]}...")
+            raise SpecError(f"Task {self.name!r} ({self.path or 'built-in'}) has changed since the spec "
+                            f"was written: its pairs hash to {task.content_hash[:12]}..., "
+                            f"the spec names {self.sha256[:12]}...")
         return task if task.name == self.name else dataclasses.replace(task, name=self.name)
 
 
@@ -76,7 +77,7 @@ class FitSpec:
     # ------------------------------------------------------------------ building
 
     @classmethod
-    def from_dict(cls, data: Any, where: str = "spec") -> "FitSpec":
+    def from_dict(cls, data: Any, where: str = "spec") -> FitSpec:
         """A spec from plain data (a parsed YAML / JSON file, a run's ``meta["spec"]``), checked:
         a known method, its settings within their bounds (defaults filled in), tasks found."""
         from workbench.methods import get_method
@@ -84,12 +85,15 @@ class FitSpec:
         from workbench.tasks.files import resolve_tasks
 
         if not isinstance(data, dict):
-            raise SpecError(f"{where}: a spec is a mapping of {', '.join(FIELDS)}, not {type(data).__name__}.")
+            raise SpecError(f"{where}: a spec is a mapping of {', '.join(FIELDS)}, "
+                            f"not {type(data).__name__}.")
         unknown = sorted(set(data) - {*FIELDS, "version", "hash"})
         if unknown:
-            raise SpecError(f"{where}: unknown field(s) {', '.join(unknown)}; a spec has {', '.join(FIELDS)}.")
+            raise SpecError(f"{where}: unknown field(s) {', '.join(unknown)}; "
+                            f"a spec has {', '.join(FIELDS)}.")
         if data.get("version", SPEC_VERSION) != SPEC_VERSION:
-            raise SpecError(f"{where}: spec version {data.get('version')!r}, this workbench reads {SPEC_VERSION}.")
+            raise SpecError(f"{where}: spec version {data.get('version')!r}, "
+                            f"this workbench reads {SPEC_VERSION}.")
         if not isinstance(data.get("method"), str):
             raise SpecError(f"{where}: 'method' must name a method.")
         try:
@@ -101,7 +105,8 @@ class FitSpec:
             raise SpecError(f"{where}: 'settings' must be a mapping of setting names to values.")
         known = set(method.Config.__dataclass_fields__)
         if set(settings) - known:
-            raise SpecError(f"{where}: {method.name} has no setting {', '.join(sorted(set(settings) - known))} "
+            raise SpecError(f"{where}: {method.name} has no setting "
+                            f"{', '.join(sorted(set(settings) - known))} "
                             f"(its settings: {', '.join(method.Config.__dataclass_fields__)}).")
         kinds = {f.name: f.kind for f in fields(method.Config)}
         settings = {k: float(v) if kinds[k] is float and type(v) is int else v for k, v in settings.items()}
@@ -114,7 +119,8 @@ class FitSpec:
         if isinstance(raw_tasks, (str, dict)):
             raw_tasks = [raw_tasks]
         if not isinstance(raw_tasks, list) or not raw_tasks:
-            raise SpecError(f"{where}: 'tasks' must list one or more tasks (names, files, or {{name, path, sha256}}).")
+            raise SpecError(f"{where}: 'tasks' must list one or more tasks "
+                            "(names, files, or {name, path, sha256}).")
         refs = []
         for item in raw_tasks:
             if isinstance(item, str):
@@ -122,7 +128,8 @@ class FitSpec:
             elif isinstance(item, dict) and isinstance(item.get("name"), str):
                 extra = sorted(set(item) - {f.name for f in dataclasses.fields(TaskRef)})
                 if extra:
-                    raise SpecError(f"{where}: task {item['name']!r} has unknown field(s) {', '.join(extra)}.")
+                    raise SpecError(f"{where}: task {item['name']!r} has unknown field(s) "
+                                    f"{', '.join(extra)}.")
                 refs.append(TaskRef(**item))
             else:
                 raise SpecError(f"{where}: a task is a name, a path, or a mapping with a name; got {item!r}.")
@@ -138,7 +145,7 @@ class FitSpec:
         return cls(method.name, tuple(refs), model, config.as_dict(), bos, device)
 
     @classmethod
-    def from_text(cls, text: str, where: str = "spec") -> "FitSpec":
+    def from_text(cls, text: str, where: str = "spec") -> FitSpec:
         """A spec from YAML (JSON is YAML too)."""
         import yaml
 
@@ -149,7 +156,7 @@ class FitSpec:
         return cls.from_dict(data, where)
 
     @classmethod
-    def from_file(cls, path: str | Path) -> "FitSpec":
+    def from_file(cls, path: str | Path) -> FitSpec:
         path = Path(path)
         try:
             text = path.read_text(encoding="utf-8")
@@ -158,7 +165,7 @@ class FitSpec:
         return cls.from_text(text, str(path))
 
     @classmethod
-    def of_fit(cls, fit, model, tasks) -> "FitSpec":
+    def of_fit(cls, fit, model, tasks) -> FitSpec:
         """The spec of a fit just made: its method and config, the model and how prompts start,
         the tasks as they were read, and the device it ran on."""
         return cls(fit.name, tuple(TaskRef.of(t) for t in tasks), model.name, fit.config.as_dict(),

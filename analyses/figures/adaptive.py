@@ -125,7 +125,8 @@ def task_match_figure(match: pd.DataFrame, title: str | None = None) -> go.Figur
                 y=rows["cosine"],
                 marker_color=palette[i % len(palette)],
                 customdata=rows[["layers"]].to_numpy(),
-                hovertemplate=f"%{{x}} · {reference}<br>mean cosine %{{y:.3f}} over %{{customdata[0]}} layer(s)"
+                hovertemplate=f"%{{x}} · {reference}<br>mean cosine %{{y:.3f}} "
+                "over %{customdata[0]} layer(s)"
                 "<extra></extra>",
             )
         )
@@ -160,7 +161,9 @@ def logit_lens_figure(lens: pd.DataFrame, title: str | None = None) -> go.Figure
             xgap=1,
             ygap=1,
             colorbar=dict(title=dict(text="prob"), thickness=14),
-            hovertemplate="layer %{y}, rank %{x}<br>%{text}<br>prob %{z:.4f}, logit %{customdata:.2f}<extra></extra>",
+            hovertemplate=(
+                "layer %{y}, rank %{x}<br>%{text}<br>prob %{z:.4f}, logit %{customdata:.2f}<extra></extra>"
+            ),
         )
     )
     fig.update_layout(
@@ -190,11 +193,15 @@ def scale_figure(sweep: pd.DataFrame, current: float | None = None, title: str |
             text=[_shown(str(p))[:18] for p in sweep["prediction"]],
             textposition="top center",
             customdata=_customdata(sweep),
-            hovertemplate="lambda %{x:g}: %{customdata[0]}<br>P(target) %{y:.3f}<br>" + METRIC_HOVER + "<extra></extra>",
+            hovertemplate=(
+                "lambda %{x:g}: %{customdata[0]}<br>P(target) %{y:.3f}<br>" + METRIC_HOVER + "<extra></extra>"
+            ),
         )
     )
     if current is not None:
-        fig.add_vline(x=current, line_dash="dash", line_color="#4C78A8", annotation_text=f"lambda {current:g}")
+        fig.add_vline(
+            x=current, line_dash="dash", line_color="#4C78A8", annotation_text=f"lambda {current:g}"
+        )
     _probability_layout(fig, title, "lambda (scale of the vectors)")
     return fig
 
@@ -203,7 +210,8 @@ def ablation_figure(ablation: pd.DataFrame, title: str | None = None) -> go.Figu
     """Bars of the target-token probability with layer l's vector removed, one per layer,
     between a bar with every vector kept ("none" removed) and one with all removed; a
     dashed line at the first."""
-    ends = ablation["layer"].isna().to_numpy()  # "none" removed (every vector kept), "all" removed (plain model)
+    # "none" removed (every vector kept), "all" removed (plain model)
+    ends = ablation["layer"].isna().to_numpy()
     x = [a if end else str(layer) for a, layer, end in zip(ablation["ablated"], ablation["layer"], ends)]
     fig = go.Figure(
         go.Bar(
@@ -212,7 +220,9 @@ def ablation_figure(ablation: pd.DataFrame, title: str | None = None) -> go.Figu
             marker_color=_colors(ablation),
             marker_pattern_shape=["/" if end else "" for end in ends],
             customdata=_customdata(ablation),
-            hovertemplate="%{x}: %{customdata[0]}<br>P(target) %{y:.3f}<br>" + METRIC_HOVER + "<extra></extra>",
+            hovertemplate=(
+                "%{x}: %{customdata[0]}<br>P(target) %{y:.3f}<br>" + METRIC_HOVER + "<extra></extra>"
+            ),
         )
     )
     kept = ablation[ablation["ablated"] == "none"]
@@ -234,7 +244,9 @@ def swap_figure(swapped: pd.DataFrame, title: str | None = None) -> go.Figure:
             text=[_shown(str(p))[:24] for p in swapped["prediction"]],
             textposition="outside",
             customdata=_customdata(swapped),
-            hovertemplate="%{x}: %{customdata[0]}<br>P(target) %{y:.3f}<br>" + METRIC_HOVER + "<extra></extra>",
+            hovertemplate=(
+                "%{x}: %{customdata[0]}<br>P(target) %{y:.3f}<br>" + METRIC_HOVER + "<extra></extra>"
+            ),
         )
     )
     _probability_layout(fig, title, "", height=340)

@@ -26,8 +26,8 @@ from workbench.experiments.comparison import RESULTS
 from workbench.experiments.evaluation import evaluate, summarize
 from workbench.experiments.measure import Measure
 from workbench.methods import METHODS
-from workbench.scoring import METRICS, current_columns
 from workbench.model.loading import DEFAULT_MODEL, load_model
+from workbench.scoring import METRICS, current_columns
 from workbench.tasks.files import load_task
 from workbench.tasks.prompts import DEFAULT_TEMPLATE
 
@@ -37,7 +37,9 @@ parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.R
 parser.add_argument("--model", default=DEFAULT_MODEL)
 parser.add_argument("--tasks", nargs="+", default=TASKS)
 parser.add_argument("--shots", type=int, nargs="+", default=[0, 10])
-parser.add_argument("--methods", nargs="*", default=[], choices=list(METHODS), help="fitted methods to measure too")
+parser.add_argument(
+    "--methods", nargs="*", default=[], choices=list(METHODS), help="fitted methods to measure too"
+)
 parser.add_argument("--template", default=DEFAULT_TEMPLATE)
 parser.add_argument("--limit", type=int, default=None, help="items per split (default: all)")
 parser.add_argument("--out", type=Path, default=RESULTS)

@@ -64,8 +64,11 @@ def measure_forward(model, task_name: str, template, batch: int = 16, repeats: i
         prompts = build_prompts(template, queries, splits.train, shots)
         tokens = inference.encode(model, prompts).tokens.shape[1]
         for what, run in (
-            ("first-token forward", lambda: inference.last_logits(model, prompts)),
-            ("greedy, 4 new tokens", lambda: inference.generate(model, prompts, max_new_tokens=4, stop="\0")),
+            ("first-token forward", lambda prompts=prompts: inference.last_logits(model, prompts)),
+            (
+                "greedy, 4 new tokens",
+                lambda prompts=prompts: inference.generate(model, prompts, max_new_tokens=4, stop="\0"),
+            ),
         ):
             run()  # warm-up
             times = []
@@ -82,7 +85,9 @@ def measure_forward(model, task_name: str, template, batch: int = 16, repeats: i
     return frame
 
 
-def accuracy_table(model, tasks: list[str], template, shots: int, limit: int | None) -> tuple[pd.DataFrame, pd.DataFrame]:
+def accuracy_table(
+    model, tasks: list[str], template, shots: int, limit: int | None
+) -> tuple[pd.DataFrame, pd.DataFrame]:
     summaries, frames = [], []
     for name in tqdm(tasks, desc=f"ICL accuracy ({template.name})", unit="task"):
         task = load_task(name)
@@ -106,7 +111,9 @@ def accuracy_table(model, tasks: list[str], template, shots: int, limit: int | N
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--model", default=DEFAULT_MODEL)
     parser.add_argument("--templates", nargs="+", default=["arrow", "qa"])
     parser.add_argument("--tasks", nargs="+", default=None, help="default: every built-in task")
@@ -123,7 +130,13 @@ def main(argv: list[str] | None = None) -> None:
     model = load_model(args.model)
     print(f"model: {args.model} on {model.device}; {model.heads.shape}\n")
     print("## Forward time, batch of 16 (antonym test queries), median of 3\n")
-    print(measure_forward(model, "antonym", get_template(args.templates[0])).to_markdown(index=False, floatfmt=".3f"), "\n", flush=True)
+    print(
+        measure_forward(model, "antonym", get_template(args.templates[0])).to_markdown(
+            index=False, floatfmt=".3f"
+        ),
+        "\n",
+        flush=True,
+    )
 
     tasks = args.tasks or list_tasks()
     for name in args.templates:
@@ -133,7 +146,9 @@ def main(argv: list[str] | None = None) -> None:
         print(table.to_markdown(index=False, floatfmt=".2f"), "\n", flush=True)
         stem = f"foundation_{args.model.replace('/', '--')}_{template.name}"
         atomic.write_text(args.out / f"{stem}.csv", table.to_csv(index=False))
-        atomic.write_text(args.out / f"{stem}_per_query.csv", per_query.drop(columns=["prompt"]).to_csv(index=False))
+        atomic.write_text(
+            args.out / f"{stem}_per_query.csv", per_query.drop(columns=["prompt"]).to_csv(index=False)
+        )
 
 
 if __name__ == "__main__":

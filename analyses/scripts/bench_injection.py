@@ -26,8 +26,8 @@ from workbench.experiments.comparison import RESULTS
 from workbench.experiments.evaluation import evaluate, summarize
 from workbench.experiments.measure import Measure
 from workbench.methods import METHODS
-from workbench.scoring import METRICS
 from workbench.model.loading import DEFAULT_MODEL, load_model
+from workbench.scoring import METRICS
 from workbench.tasks.files import load_task
 from workbench.tasks.prompts import DEFAULT_TEMPLATE, get_template
 
@@ -56,14 +56,17 @@ def bench_task(model, task, name: str, template: str, limit: int | None) -> list
                 row = summarize(frame).iloc[0]
                 rows.append({
                     "task": task.name, "method": name, "loss": settings.get("loss", ""), "when": when,
-                    "split": split, "n": int(row.n), **{k: getattr(row, k) for k in METRICS}, "fit_s": m.seconds,
+                    "split": split, "n": int(row.n), **{k: getattr(row, k) for k in METRICS},
+                    "fit_s": m.seconds,
                     **fit.summary(),
                 })
     return rows
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--model", default=DEFAULT_MODEL)
     parser.add_argument("--tasks", nargs="+", default=TASKS)
     parser.add_argument("--methods", nargs="+", default=["SITE", "LTV"], choices=list(METHODS))
@@ -73,7 +76,10 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
 
     model = load_model(args.model)
-    print(f"model {model.name} on {model.device}; template {get_template(args.template).describe()}\n", flush=True)
+    print(
+        f"model {model.name} on {model.device}; template {get_template(args.template).describe()}\n",
+        flush=True,
+    )
     rows = []
     cells = [(task, name) for task in args.tasks for name in args.methods]
     for task_name, name in tqdm(cells, desc="injection options", unit="fit set"):

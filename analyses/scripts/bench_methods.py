@@ -53,7 +53,9 @@ def parse_settings(items: list[str]) -> dict[str, dict]:
         key, _, value = item.partition("=")
         name, _, field = key.partition(".")
         if name not in METHODS or not field or not value:
-            raise SystemExit(f"error: --set {item!r}: use METHOD.setting=value with a method of {', '.join(METHODS)}")
+            raise SystemExit(
+                f"error: --set {item!r}: use METHOD.setting=value with a method of {', '.join(METHODS)}"
+            )
         try:
             chosen.setdefault(name, {})[field] = settings.parse(METHODS[name].Config, field, value)
             METHODS[name].Config(**chosen[name]).check()
@@ -69,11 +71,15 @@ def bench_task(model, task, template: str, shots: int, limit: int | None, method
     for name in methods:
         fit = bundled_fit(model, task, name, template) if name in reuse else None
         if fit is not None:
-            fits[name], fitting[name] = fit, {"fit_s": fit.fit_seconds, "fit_peak_mib": float("nan"), "note": "bundled"}
+            fits[name], fitting[name] = fit, {
+                "fit_s": fit.fit_seconds, "fit_peak_mib": float("nan"), "note": "bundled"
+            }
             continue
         method = METHODS[name]
         with Measure(model.device) as m:
-            fits[name] = method.fit(model, task, method.Config(template=template, **(settings or {}).get(name, {})))
+            fits[name] = method.fit(
+                model, task, method.Config(template=template, **(settings or {}).get(name, {}))
+            )
         fitting[name] = {"fit_s": m.seconds, "fit_peak_mib": m.peak_mib, "note": ""}
     per_query, summary = compare_methods(model, task, fits, template=template, shots=shots, limit=limit)
     summary = pd.concat([summary, icl_correct_rows(per_query, shots)], ignore_index=True)
@@ -99,8 +105,8 @@ def bench_task(model, task, template: str, shots: int, limit: int | None, method
     for name, fit in fits.items():
         if store is not None and fitting[name]["note"] != "bundled":
             row = next(r for r in rows if r["method"] == name)
-            scores = {**{m.run_key: row[m.summary] for m in ANSWER_METRICS}, "n_test": int(row["n"]), "when": row["when"],
-                      "s_per_query": row["s_per_query"], "prompt_tokens": row["tokens"],
+            scores = {**{m.run_key: row[m.summary] for m in ANSWER_METRICS}, "n_test": int(row["n"]),
+                      "when": row["when"], "s_per_query": row["s_per_query"], "prompt_tokens": row["tokens"],
                       "fit_peak_mib": row["fit_peak_mib"], "eval_peak_mib": row["eval_peak_mib"]}
             store.save(to_run(fit, model, task, metrics={task.name: scores}))
     return rows, per_query
@@ -157,8 +163,8 @@ def main(argv: list[str] | None = None) -> None:
         [t for t in args.tasks or list_tasks() if t not in done], desc="methods benchmark", unit="task"
     ):
         task_rows, frame = bench_task(
-            model, load_task(name), args.template, args.shots, args.limit, args.methods, set(args.reuse_bundled),
-            store, chosen,
+            model, load_task(name), args.template, args.shots, args.limit, args.methods,
+            set(args.reuse_bundled), store, chosen,
         )
         table = pd.concat([table, pd.DataFrame(task_rows)], ignore_index=True)
         per_query = pd.concat([per_query, frame.drop(columns=["prompt"])], ignore_index=True)

@@ -1,7 +1,7 @@
 """Task vectors on function regression: LTV, FV and TV next to the plain model, the
 truncated prompt and the classical baselines, for each trained family and shift.
 
-    nice -n 19 .venv/bin/python analyses/scripts/bench_regression.py                 # every family in results/regression
+    nice -n 19 .venv/bin/python analyses/scripts/bench_regression.py   # every family in results/regression
     nice -n 19 .venv/bin/python analyses/scripts/bench_regression.py --family linear --reuse-fits
 
 For each family folder (model.safetensors + config.json, as train_regression.py writes

@@ -26,7 +26,7 @@ from workbench import atomic
 from workbench.experiments.comparison import RESULTS
 from workbench.experiments.evaluation import evaluate, majority_baseline, summarize
 from workbench.experiments.measure import Measure
-from workbench.methods.site import SoftInjection, SiteConfig
+from workbench.methods.site import SiteConfig, SoftInjection
 from workbench.model import inference
 from workbench.model.loading import DEFAULT_MODEL, load_model
 from workbench.store.codec import to_run
@@ -89,7 +89,8 @@ def bench_task(model, task, config: SiteConfig, shots: int, limit: int | None, s
     }
     if store is not None:
         metrics = {task.name: {
-            "test_first_token_acc": row["site_first"], "test_exact_match": row["site_exact"], "n_test": row["n_test"],
+            "test_first_token_acc": row["site_first"], "test_exact_match": row["site_exact"],
+            "n_test": row["n_test"],
             "icl_first_token_acc": row["icl_first"], "icl_exact_match": row["icl_exact"],
             "zero_shot_first_token_acc": row["zero_first"], "majority_baseline": row["majority"],
         }}
@@ -98,7 +99,9 @@ def bench_task(model, task, config: SiteConfig, shots: int, limit: int | None, s
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--model", default=DEFAULT_MODEL)
     parser.add_argument("--tasks", nargs="+", default=None, help="default: every built-in task")
     parser.add_argument("--template", default=SiteConfig.template)
@@ -120,16 +123,22 @@ def main(argv: list[str] | None = None) -> None:
         row, per_query = bench_task(model, load_task(name), config, args.shots, args.limit, store)
         rows.append(row)
         frames.append(per_query)
-        tqdm.write(f"{name}: zero {row['zero_first']:.2f}  ICL {row['icl_first']:.2f}/{row['icl_exact']:.2f}  "
+        tqdm.write(f"{name}: zero {row['zero_first']:.2f}  "
+                   f"ICL {row['icl_first']:.2f}/{row['icl_exact']:.2f}  "
                    f"SITE {row['site_first']:.2f}/{row['site_exact']:.2f}  fit {row['fit_s']:.0f}s")
     table = pd.DataFrame(rows)
     mean = table.drop(columns=[c for c in ("task", "run") if c in table]).mean(numeric_only=True).to_dict()
     table = pd.concat([table, pd.DataFrame([{"task": "MEAN", **mean}])], ignore_index=True)
     stem = f"site_{args.model.replace('/', '--')}_{config.template}"
     atomic.write_text(args.out / f"{stem}.csv", table.to_csv(index=False))
-    atomic.write_text(args.out / f"{stem}_per_query.csv", pd.concat(frames).drop(columns=["prompt"]).to_csv(index=False))
+    atomic.write_text(
+        args.out / f"{stem}_per_query.csv", pd.concat(frames).drop(columns=["prompt"]).to_csv(index=False)
+    )
     shown = table.drop(columns=[c for c in ("run",) if c in table])
-    print("\n## Zero-shot vs 10-shot ICL vs SITE, test split (first = first-token accuracy, exact = exact match)\n")
+    print(
+        "\n## Zero-shot vs 10-shot ICL vs SITE, test split "
+        "(first = first-token accuracy, exact = exact match)\n"
+    )
     print(shown.to_markdown(index=False, floatfmt=".2f"))
 
 

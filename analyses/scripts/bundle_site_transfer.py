@@ -32,17 +32,36 @@ from workbench.store.codec import from_run
 from workbench.store.runs import BUNDLED_RUNS, bundled_store
 from workbench.tasks.files import load_task
 
-TASKS = ["antonym", "synonym", "present_past", "present_gerund", "singular_plural", "verb_third_person",
-         "country_capital", "country_continent", "capitalize", "uppercase", "first_letter", "last_letter"]
+TASKS = [
+    "antonym",
+    "synonym",
+    "present_past",
+    "present_gerund",
+    "singular_plural",
+    "verb_third_person",
+    "country_capital",
+    "country_continent",
+    "capitalize",
+    "uppercase",
+    "first_letter",
+    "last_letter",
+]
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--model", default=DEFAULT_MODEL)
     parser.add_argument("--tasks", nargs="+", default=TASKS)
     parser.add_argument("--limit", type=int, default=20, help="test queries per cell")
-    parser.add_argument("--top-k-maps", nargs="*", default=head_map_methods(), choices=head_map_methods(),
-                        help="methods whose top-k heads are sources too (none: SITE alpha only)")
+    parser.add_argument(
+        "--top-k-maps",
+        nargs="*",
+        default=head_map_methods(),
+        choices=head_map_methods(),
+        help="methods whose top-k heads are sources too (none: SITE alpha only)",
+    )
     parser.add_argument("--top-k", type=int, default=10)
     parser.add_argument("--out", type=Path, default=BUNDLED_RUNS.parent / "site_transfer.csv")
     args = parser.parse_args(argv)
@@ -53,8 +72,10 @@ def main(argv: list[str] | None = None) -> None:
     def fit_of(method: str, name: str):
         run = store.latest(method, name, model.name)
         if run is None:
-            raise SystemExit(f"error: no bundled {method} run for {name} on {model.name}: run "
-                             "analyses/scripts/bench_methods.py with --store results/runs")
+            raise SystemExit(
+                f"error: no bundled {method} run for {name} on {model.name}: run "
+                "analyses/scripts/bench_methods.py with --store results/runs"
+            )
         return from_run(run, model)
 
     fits = {name: fit_of("SITE", name) for name in args.tasks}
@@ -65,8 +86,14 @@ def main(argv: list[str] | None = None) -> None:
             sources.append(head_selection(fit, args.top_k))
     tasks = [load_task(name) for name in args.tasks]
     with tqdm(total=len(tasks) * len(sources), desc="transfer cells", unit="cell") as bar:
-        per_query = transfer_per_query(model, tasks, fits, sources=sources, limit=args.limit,
-                                       progress=lambda done, *_: bar.update(done - bar.n))
+        per_query = transfer_per_query(
+            model,
+            tasks,
+            fits,
+            sources=sources,
+            limit=args.limit,
+            progress=lambda _cell, done, *_: bar.update(done - bar.n),
+        )
     frame = with_similarity(summarize_transfer(per_query), {name: fit.alpha for name, fit in fits.items()})
     frame.insert(0, "model", model.name)
     frame["limit"] = args.limit

@@ -64,7 +64,10 @@ def main() -> None:
         fresh = [timed(open_page(page, PAGES.get(page, {}), args.model).run) for _ in range(args.repeats)]
         rerun = [timed(at.run) for _ in range(args.repeats)]
         rows.append((page, first, statistics.median(fresh), statistics.median(rerun)))
-        print(f"{page}: first {first:.2f} s, new session {rows[-1][2]:.3f} s, rerun {rows[-1][3]:.3f} s", flush=True)
+        print(
+            f"{page}: first {first:.2f} s, new session {rows[-1][2]:.3f} s, rerun {rows[-1][3]:.3f} s",
+            flush=True,
+        )
 
     print(f"\nApp page render times (s), {args.model}, AppTest through app.py, median of {args.repeats}:\n")
     print("| page | first run (loads the model, fills caches) | new session | rerun |")

@@ -39,24 +39,34 @@ from workbench.tasks.files import list_tasks, load_task
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--model", default=DEFAULT_MODEL)
-    parser.add_argument("--unseen", nargs="+", default=list(HELD_OUT), help="held-out tasks (never trained on)")
-    parser.add_argument("--seen", nargs="+", default=None, help="training tasks (default: every other built-in task)")
+    parser.add_argument(
+        "--unseen", nargs="+", default=list(HELD_OUT), help="held-out tasks (never trained on)"
+    )
+    parser.add_argument(
+        "--seen", nargs="+", default=None, help="training tasks (default: every other built-in task)"
+    )
     parser.add_argument("--store", default=None, help="save the run here (default: the user's run store)")
-    parser.add_argument("--checkpoint", type=Path, default=None, help="checkpoint folder (resumed if present)")
+    parser.add_argument(
+        "--checkpoint", type=Path, default=None, help="checkpoint folder (resumed if present)"
+    )
     parser.add_argument("--checkpoint-every", type=int, default=100)
     parser.add_argument("--limit", type=int, default=None, help="test items per task to score (default: all)")
     parser.add_argument("--out", type=Path, default=RESULTS)
-    parser.add_argument("--evaluate-only", metavar="RUN_ID", default=None, help="score a saved ATV run, no training")
+    parser.add_argument(
+        "--evaluate-only", metavar="RUN_ID", default=None, help="score a saved ATV run, no training"
+    )
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     parser.add_argument("--no-progress", action="store_true")
     settings.add_flags(parser.add_argument_group("ATV settings"), [("ATV", AtvConfig)])
     return parser.parse_args(argv)
 
 
-def score(model, fit: AdaptiveTaskVector, tasks: list[str], unseen: set[str], template: str, limit: int | None,
-          no_progress: bool = False) -> pd.DataFrame:
+def score(model, fit: AdaptiveTaskVector, tasks: list[str], unseen: set[str], template: str,
+          limit: int | None, no_progress: bool = False) -> pd.DataFrame:
     """ATV and zero-shot on every task's test split, one summary row each (ATV's also with
     ``seen``); zero-shot rides along to check the queries match the methods benchmark's."""
     rows = []
@@ -132,8 +142,9 @@ def main(argv: list[str] | None = None) -> None:
     atomic.write_text(args.out / f"{stem}.csv", scores.to_csv(index=False))
     if not args.evaluate_only:
         atv_rows = scores[scores["method"] == "ATV"]
-        metrics = {row.task: {**{m.run_key: getattr(row, m.summary) for m in ANSWER_METRICS}, "n_test": int(row.n),
-                              "seen": bool(row.seen), "s_per_query": row.seconds_per_query}
+        metrics = {row.task: {**{m.run_key: getattr(row, m.summary) for m in ANSWER_METRICS},
+                              "n_test": int(row.n), "seen": bool(row.seen),
+                              "s_per_query": row.seconds_per_query}
                    for row in atv_rows.itertuples()}
         run = to_run(fit, model, [load_task(name) for name in seen], metrics=metrics)
         run.meta["held_out"] = unseen

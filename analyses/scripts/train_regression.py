@@ -1,7 +1,8 @@
-"""Train the in-context regression transformer on one task family, then compare it with
+r"""Train the in-context regression transformer on one task family, then compare it with
 the baselines on held-out sequences.
 
-    nice -n 19 .venv/bin/python analyses/scripts/train_regression.py --family linear --out results/regression/linear
+    nice -n 19 .venv/bin/python analyses/scripts/train_regression.py --family linear \
+        --out results/regression/linear
     nice -n 19 .venv/bin/python analyses/scripts/train_regression.py --out results/regression/linear --resume
     .venv/bin/python analyses/scripts/train_regression.py --out results/regression/linear --evaluate-only
 

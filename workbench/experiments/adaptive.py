@@ -100,18 +100,28 @@ def steered(
     if len(labels) != len(vectors):
         raise ValueError(f"{len(vectors)} vector sets but {len(labels)} labels.")
     n = len(vectors)
-    intervention = Intervention("ATV", (add_to_residual(vectors, when=When.parse(fit.config.when), per_query=True),))
+    intervention = Intervention(
+        "ATV", (add_to_residual(vectors, when=When.parse(fit.config.when), per_query=True),)
+    )
     template = get_template(fit.config.template)
     if answer is None:
-        gen = inference.generate(model, [template.format_query(query)] * n, intervention, max_new_tokens=NO_ANSWER_TOKENS)
-        return pd.DataFrame({"variant": list(labels), "prediction": [normalise(t, case_sensitive) for t in gen.texts]})
+        gen = inference.generate(
+            model, [template.format_query(query)] * n, intervention, max_new_tokens=NO_ANSWER_TOKENS
+        )
+        return pd.DataFrame(
+            {"variant": list(labels), "prediction": [normalise(t, case_sensitive) for t in gen.texts]}
+        )
     pairs = [(query, answer)] * n
     one_query = Task(task, pairs, case_sensitive=case_sensitive, fixed_splits=TaskSplits(pairs, pairs, pairs))
-    rows = evaluate(model, one_query, template=template, intervention=intervention, method="ATV", batch_size=n)
+    rows = evaluate(
+        model, one_query, template=template, intervention=intervention, method="ATV", batch_size=n
+    )
     (batch,) = prompt_batches(model, [template.format_query(query)] * n, [answer] * n, template.separator, n)
     rows["target_prob"] = answer_probability(model, batch, intervention).cpu().numpy()
     rows.insert(0, "variant", list(labels))
-    return rows[["variant", "input", "target", "prediction", *SCORES, "first_token_target", "first_token_pred"]]
+    return rows[
+        ["variant", "input", "target", "prediction", *SCORES, "first_token_target", "first_token_pred"]
+    ]
 
 
 def answers(
@@ -143,7 +153,9 @@ def scale_sweep(
     :func:`steered` rows with a ``scale`` column."""
     unit = atv_vectors(model, fit, [query], 1.0)[0]  # (L, d_model): v at lambda = 1
     vectors = torch.stack([float(s) * unit for s in scales])  # (N, L, d_model)
-    rows = steered(model, fit, query, vectors, [f"lambda {s:g}" for s in scales], answer, case_sensitive=case_sensitive)
+    rows = steered(
+        model, fit, query, vectors, [f"lambda {s:g}" for s in scales], answer, case_sensitive=case_sensitive
+    )
     rows.insert(1, "scale", [float(s) for s in scales])
     return rows
 
@@ -233,7 +245,9 @@ def reference_methods() -> list[str]:
     return [name for name, method in METHODS.items() if method.offers("per_layer_vectors")]
 
 
-def task_similarity(vectors: torch.Tensor, references: Mapping[tuple[str, str], torch.Tensor]) -> pd.DataFrame:
+def task_similarity(
+    vectors: torch.Tensor, references: Mapping[tuple[str, str], torch.Tensor]
+) -> pd.DataFrame:
     """Cosine of one query's v[l] (L, d_model) to each reference's vector at the same layer.
     ``references``: (task, reference) -> (L, d_model), e.g. ("antonym", "ATV mean") or
     ("antonym", "FV"); NaN rows (no vector at that layer) give no row. Columns task,
@@ -298,9 +312,12 @@ def logit_lens(model: LoadedModel, vectors: torch.Tensor, k: int = 10) -> pd.Dat
     top = logits.topk(k, dim=-1)  # (L, k)
     rows = []
     for layer in range(len(vectors)):
-        for rank, (token_id, logit) in enumerate(zip(top.indices[layer].tolist(), top.values[layer].tolist())):
+        for rank, (token_id, logit) in enumerate(
+            zip(top.indices[layer].tolist(), top.values[layer].tolist())
+        ):
             rows.append({
-                "layer": layer, "rank": rank, "token_id": token_id, "token": model.tokenizer.decode([token_id]),
+                "layer": layer, "rank": rank, "token_id": token_id,
+                "token": model.tokenizer.decode([token_id]),
                 "logit": logit, "prob": float(probs[layer, token_id]),
             })  # fmt: skip
     return pd.DataFrame(rows)

@@ -15,7 +15,7 @@ per query), s_per_query and fit_s;
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 
 import pandas as pd
@@ -24,6 +24,7 @@ from workbench.experiments.evaluation import evaluate, summarize
 from workbench.experiments.measure import Measure
 from workbench.methods import METHODS, Method
 from workbench.model.loading import LoadedModel
+from workbench.progress import Progress
 from workbench.scoring import METRICS, current_columns
 from workbench.tasks.task import Task
 
@@ -32,8 +33,6 @@ MEAN = "mean over tasks"
 REQUIRED = {"task", "method", "first_token_acc", "exact_match", "s_per_query", "tokens"}
 BASELINES = ["zero-shot", "ICL"]
 MEMORY = ("fit_peak_mib", "eval_peak_mib")  # peak memory of the fit and of the evaluation (MiB)
-
-Progress = Callable[[str, int, int], None]  # (method, done, total)
 
 
 def compare_methods(
@@ -50,18 +49,18 @@ def compare_methods(
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Zero-shot, ``shots``-shot ICL and every fit in ``fits`` (label -> fit) on the same
     queries. Returns (per-query rows, one summary row per method with seconds_per_query,
-    prompt_tokens and the evaluation's peak memory ``eval_peak_mib``)."""
+    prompt_tokens and the evaluation's peak memory ``eval_peak_mib``). ``progress(label, done,
+    total, running metrics)`` counts each method's queries (:mod:`workbench.progress`)."""
     runs: list[tuple[str, dict]] = [("zero-shot", {"shots": 0}), (f"{shots}-shot ICL", {"shots": shots})]
     for label, fit in fits.items():
         runs.append((label, {"intervention": fit.intervention(task.name)}))
     frames, peaks = [], {}
     for label, kwargs in runs:
-        report = (lambda done, total, label=label: progress(label, done, total)) if progress else None
         with Measure(model.device) as measure:
             frames.append(
                 evaluate(
                     model, task, template=template, split=split, limit=limit, seed=seed, method=label,
-                    progress=report, **kwargs,
+                    progress=progress, **kwargs,
                 )
             )
         peaks[label] = measure.peak_mib

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import time
 from collections import Counter
-from collections.abc import Callable
 
 import pandas as pd
 
@@ -26,12 +25,15 @@ from workbench import scoring
 from workbench.interventions import Intervention
 from workbench.model import inference
 from workbench.model.loading import LoadedModel
+from workbench.progress import Progress
 from workbench.scoring import ANSWER_METRICS, normalise
 from workbench.tasks.prompts import PromptTemplate, build_prompts, get_template
 from workbench.tasks.task import Task
 
-Progress = Callable[[int, int], None]
-PER_QUERY_VALUES = {"prediction": "prediction", **{m.per_query: m.short for m in ANSWER_METRICS}}  # column -> header
+PER_QUERY_VALUES = {
+    "prediction": "prediction",
+    **{m.per_query: m.short for m in ANSWER_METRICS},
+}  # column -> header
 
 
 def evaluate(
@@ -49,7 +51,10 @@ def evaluate(
     max_new_tokens: int | None = None,
     progress: Progress | None = None,
 ) -> pd.DataFrame:
-    """Evaluate one method on one task; one row per query."""
+    """Evaluate one method on one task; one row per query.
+
+    ``progress(method, queries done, queries, running answer metrics)`` after each batch
+    (:mod:`workbench.progress`)."""
     template = get_template(template)
     splits = task.split(seed)
     items = splits[split][:limit] if limit else splits[split]
@@ -57,10 +62,14 @@ def evaluate(
         raise ValueError(f"Task {task.name!r} has no {split} items to evaluate.")
     queries = [x for x, _ in items]
     prompts = build_prompts(template, queries, splits.train, shots, seed=seed)
-    method = method or (intervention.name if intervention else ("zero-shot" if shots == 0 else f"{shots}-shot ICL"))
+    method = method or (
+        intervention.name if intervention else ("zero-shot" if shots == 0 else f"{shots}-shot ICL")
+    )
     when = intervention.when_label if intervention else ""
     if max_new_tokens is None:
-        longest = max(len(scoring.answer_tokens(model.tokenizer, y, template.separator).ids) for _, y in items)
+        longest = max(
+            len(scoring.answer_tokens(model.tokenizer, y, template.separator).ids) for _, y in items
+        )
         max_new_tokens = min(longest + 2, 32)
 
     rows = []
@@ -97,7 +106,8 @@ def evaluate(
                 }
             )
         if progress:
-            progress(min(start + batch_size, len(items)), len(items))
+            running = {m.summary: sum(bool(r[m.per_query]) for r in rows) / len(rows) for m in ANSWER_METRICS}
+            progress(method, len(rows), len(items), running)
     return pd.DataFrame(rows)
 
 
@@ -118,7 +128,11 @@ def majority_baseline(task: Task, split: str = "test", seed: int = 0, limit: int
 
 def summarize(results: pd.DataFrame) -> pd.DataFrame:
     """Per (task, method): accuracies, prompt tokens and time per query."""
-    keys = [k for k in ("model", "task", "method", "template", "prompt_start", "shots", "when") if k in results.columns]
+    keys = [
+        k
+        for k in ("model", "task", "method", "template", "prompt_start", "shots", "when")
+        if k in results.columns
+    ]
     grouped = results.groupby(keys, sort=False)
     table = grouped.agg(
         n=("exact_match", "size"),

@@ -8,18 +8,16 @@ table with each task's majority-class baseline beside it.
 
 from __future__ import annotations
 
-from typing import Callable, Iterable
+from collections.abc import Iterable
 
 import pandas as pd
 
 from workbench.experiments.evaluation import evaluate, majority_baseline, summarize
 from workbench.model.loading import LoadedModel
+from workbench.progress import Progress, shifted
 from workbench.tasks.files import resolve_tasks
 from workbench.tasks.prompts import PromptTemplate, get_template
 from workbench.tasks.task import Task
-
-GridProgress = Callable[[int, int], None]
-CellStart = Callable[[str, int], None]
 
 
 def check_grid(tasks: list[Task], shots_list: list[int], *, split: str = "test", seed: int = 0) -> None:
@@ -41,7 +39,9 @@ def check_grid(tasks: list[Task], shots_list: list[int], *, split: str = "test",
             )
 
 
-def grid_size(tasks: list[Task], shots_list: list[int], *, split: str = "test", limit: int | None = None, seed: int = 0) -> int:
+def grid_size(
+    tasks: list[Task], shots_list: list[int], *, split: str = "test", limit: int | None = None, seed: int = 0
+) -> int:
     """Queries the grid will run in all (for a progress bar's total)."""
     per_task = [len(t.split(seed)[split][:limit] if limit else t.split(seed)[split]) for t in tasks]
     return sum(per_task) * len(shots_list)
@@ -57,13 +57,13 @@ def evaluate_grid(
     limit: int | None = None,
     batch_size: int = 16,
     seed: int = 0,
-    progress: GridProgress | None = None,
-    on_cell: CellStart | None = None,
+    progress: Progress | None = None,
 ) -> pd.DataFrame:
     """Per-query results for every (task, shots) cell, tasks outermost, in one frame.
 
-    ``progress(done, total)`` counts queries over the whole grid; ``on_cell(task, shots)``
-    is called as each cell starts. The frame has a leading ``model`` column.
+    ``progress(cell, done, total, running metrics)`` counts queries over the whole grid
+    (``cell`` reads "antonym 10-shot ICL"; :mod:`workbench.progress`). The frame has a leading
+    ``model`` column.
     """
     template = get_template(template)
     tasks = resolve_tasks(tasks)
@@ -77,12 +77,16 @@ def evaluate_grid(
     offset = 0
     for task in tasks:
         for shots in shots_list:
-            if on_cell:
-                on_cell(task.name, shots)
-            cell_progress = (lambda done, _n, base=offset: progress(base + done, total)) if progress else None
             frame = evaluate(
-                model, task, shots=shots, template=template, split=split, limit=limit,
-                batch_size=batch_size, seed=seed, progress=cell_progress,
+                model,
+                task,
+                shots=shots,
+                template=template,
+                split=split,
+                limit=limit,
+                batch_size=batch_size,
+                seed=seed,
+                progress=shifted(progress, offset, total, f"{task.name} "),
             )
             offset += len(frame)
             frames.append(frame)
@@ -92,7 +96,12 @@ def evaluate_grid(
 
 
 def summarize_grid(
-    results: pd.DataFrame, tasks: Iterable[Task], *, split: str = "test", seed: int = 0, limit: int | None = None
+    results: pd.DataFrame,
+    tasks: Iterable[Task],
+    *,
+    split: str = "test",
+    seed: int = 0,
+    limit: int | None = None,
 ) -> pd.DataFrame:
     """:func:`workbench.experiments.evaluation.summarize` plus a ``majority_baseline`` column scored on
     the same items (same split, seed and limit)."""

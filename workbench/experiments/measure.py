@@ -22,7 +22,7 @@ class Measure:
         self.seconds = 0.0
         self.peak_mib = 0.0
 
-    def __enter__(self) -> "Measure":
+    def __enter__(self) -> Measure:
         self._process = psutil.Process()
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)

@@ -28,7 +28,7 @@ Figures of all this are in ``analyses/figures/transfer.py``.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import NamedTuple
 
 import numpy as np
@@ -41,10 +41,10 @@ from workbench.interventions import Intervention, mix_heads
 from workbench.methods import Method
 from workbench.methods.selection import top_k_mask
 from workbench.model.loading import LoadedModel
+from workbench.progress import Progress
 from workbench.tasks.task import Task
 
 ALPHA_KIND = "SITE alpha"
-CellProgress = Callable[[int, int, str, str], None]  # (cells done, cells, source, target)
 TRANSFER_VALUES = {
     "relative": "relative to own alpha (first token)",
     "first_token_acc": "first-token accuracy",
@@ -102,7 +102,9 @@ def embedding_of(fit: Method, task: str) -> torch.Tensor:
     if embeddings is None:
         raise ValueError(f"A {fit.name} fit keeps no task embedding to inject.")
     if task not in embeddings:
-        raise KeyError(f"This {fit.name} fit has no embedding for task {task!r}; it has {', '.join(embeddings)}.")
+        raise KeyError(
+            f"This {fit.name} fit has no embedding for task {task!r}; it has {', '.join(embeddings)}."
+        )
     return embeddings[task]
 
 
@@ -119,7 +121,7 @@ def transfer_cell(
     split: str = "test",
     batch_size: int = 16,
     source: str | None = None,
-    progress: Callable[[int, int], None] | None = None,
+    progress: Progress | None = None,
 ) -> pd.DataFrame:
     """Per-query outcomes of task B with ``mix_heads(selection_A, t_B)``, prompted and split as
     B was fitted (B's template and seed): ``evaluate`` rows (``task`` is B, ``target`` the
@@ -162,27 +164,26 @@ def transfer_per_query(
     sources: Sequence[str | Source] | None = None,
     limit: int | None = None,
     split: str = "test",
-    progress: CellProgress | None = None,
+    progress: Progress | None = None,
 ) -> pd.DataFrame:
     """Every cell's per-query outcomes, one long frame: for each target B in ``tasks``, each
     source in ``sources`` (a task name: its fit's selection map from ``fits``; or a :class:`Source`;
     default: the tasks' own alphas). B's own alpha is always included, as every cell's
-    reference. ``progress`` is called after each cell."""
+    reference. ``progress("source -> target", cells done, cells, {})`` after each cell
+    (:mod:`workbench.progress`)."""
     sources = list(sources) if sources is not None else [t.name for t in tasks]
     named = [s for s in sources if isinstance(s, str)]
     missing = [name for name in {*named, *(t.name for t in tasks)} if name not in fits]
     if missing:
         raise KeyError(f"No SITE fit for {', '.join(sorted(missing))}.")
-    resolved = {
-        s.label: s for s in (head_selection(fits[s]) if isinstance(s, str) else s for s in sources)
-    }
+    resolved = {s.label: s for s in (head_selection(fits[s]) if isinstance(s, str) else s for s in sources)}
     cells = [(label, task) for task in tasks for label in dict.fromkeys([task.name, *resolved])]  # own first
     frames = []
     for done, (label, task) in enumerate(cells, start=1):
         source = resolved.get(label) or head_selection(fits[label])
         frames.append(transfer_cell(model, task, source, fits[task.name], limit=limit, split=split))
         if progress:
-            progress(done, len(cells), label, task.name)
+            progress(f"{label} -> {task.name}", done, len(cells), {})
     return pd.concat(frames, ignore_index=True)
 
 
@@ -272,7 +273,7 @@ def transfer_matrix(
     *,
     limit: int | None = None,
     split: str = "test",
-    progress: CellProgress | None = None,
+    progress: Progress | None = None,
 ) -> pd.DataFrame:
     """Long format, one row per (source A, target B): columns source, target, n,
     first_token_acc, exact_match, own_first_token_acc, own_exact_match, relative,
@@ -391,7 +392,12 @@ def matrix_order(matrix: pd.DataFrame, similarity: pd.DataFrame | None = None) -
 
 
 def cell_queries(
-    model: LoadedModel, task_b: Task, source_a: Source | Method, fit_b: Method, *, limit: int | None = None,
+    model: LoadedModel,
+    task_b: Task,
+    source_a: Source | Method,
+    fit_b: Method,
+    *,
+    limit: int | None = None,
     label: str | None = None,
 ) -> pd.DataFrame:
     """One cell's per-query rows beside the target's own: task B with the heads of ``source_a``
@@ -399,8 +405,9 @@ def cell_queries(
     own = transfer_cell(model, task_b, fit_b, fit_b, limit=limit, source=task_b.name)
     if label == task_b.name:
         return own
-    return pd.concat([transfer_cell(model, task_b, source_a, fit_b, limit=limit, source=label), own],
-                     ignore_index=True)
+    return pd.concat(
+        [transfer_cell(model, task_b, source_a, fit_b, limit=limit, source=label), own], ignore_index=True
+    )
 
 
 def cell_table(rows: pd.DataFrame, target: str) -> pd.DataFrame:
@@ -408,4 +415,3 @@ def cell_table(rows: pd.DataFrame, target: str) -> pd.DataFrame:
     own_last = rows.sort_values("source", key=lambda s: s == target, kind="stable")
     labels = own_last["source"].map(lambda a: "own alpha" if a == target else f"heads of {a}")
     return side_by_side(own_last.assign(method=labels))
-

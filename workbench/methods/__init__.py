@@ -30,7 +30,8 @@ from workbench.methods.site import SoftInjection
 from workbench.methods.tv import TaskVector
 
 METHODS: dict[str, type[Method]] = {
-    method.name: method for method in (TaskVector, FunctionVector, LearnableTaskVector, SoftInjection, AdaptiveTaskVector)
+    method.name: method
+    for method in (TaskVector, FunctionVector, LearnableTaskVector, SoftInjection, AdaptiveTaskVector)
 }
 
 __all__ = ["METHODS", "HeadMap", "Method", "MethodConfig", "Progress", "get_method", "head_map_methods"]

@@ -27,8 +27,10 @@ from workbench.tasks.task import Pair
 class PromptsConfig(MethodConfig):
     """The settings of every method that averages activations over k-shot prompts."""
 
-    shots: int = setting(10, "k: demonstrations per k-shot prompt that builds the task embedding", minimum=1)
-    n_prompts: int = setting(50, "M: k-shot prompts averaged into the task embedding", minimum=1, flag="--prompts")
+    shots: int = setting(10, "k: demonstrations per k-shot prompt that builds the task embedding",
+                         minimum=1)
+    n_prompts: int = setting(50, "M: k-shot prompts averaged into the task embedding", minimum=1,
+                             flag="--prompts")
 
 
 def embedding_prompts(pool: list[Pair], template: PromptTemplate, config: PromptsConfig) -> list[str]:
@@ -38,7 +40,9 @@ def embedding_prompts(pool: list[Pair], template: PromptTemplate, config: Prompt
 
 
 @torch.no_grad()
-def mean_activations(model: LoadedModel, prompts: list[str], component: str, batch_size: int = 16) -> torch.Tensor:
+def mean_activations(
+    model: LoadedModel, prompts: list[str], component: str, batch_size: int = 16
+) -> torch.Tensor:
     """Mean over ``prompts`` of one activation at the last token: ``"head"``, the per-head
     outputs z[l, h], (L, H, d_head); ``"resid"``, the residual after each block, (L, d_model)."""
     capture = {"head": model.heads.capture_z, "resid": model.heads.capture_resid}[component]

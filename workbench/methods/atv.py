@@ -40,7 +40,6 @@ from workbench.methods.training import Checkpoint, LearnedConfig, Trace, learn
 from workbench.model.encoder import DEFAULT_ENCODER, LoadedEncoder, load_encoder
 from workbench.model.loading import LoadedModel
 
-
 # Built-in tasks held out of the shipped ATV's training mixture: one of each kind (word
 # relation, inflection, fact, number, spelling), none a language variant or an inverse of a
 # training task (e.g. not english_german_number while english_french_number is trained on;
@@ -51,10 +50,12 @@ HELD_OUT = ("synonym", "present_gerund", "country_currency", "number_word_ordina
 @dataclass(kw_only=True)
 class AtvConfig(LearnedConfig):
     when: str = retuned(MethodConfig, "when", "last", choices=("last", "generated", "all"),
-                        help="where the vectors act: the last prompt token, also every generated token, or every "
-                        "position (all, as the paper does)")
-    encoder: str = setting(DEFAULT_ENCODER, "S: the embedded all-MiniLM-L6-v2, tiny-encoder, or any HF folder / name")
-    train_encoder: bool = setting(False, "also fit S's weights (as the paper does), at encoder_lr; saved with the run")
+                        help="where the vectors act: the last prompt token, also every generated token, "
+                        "or every position (all, as the paper does)")
+    encoder: str = setting(DEFAULT_ENCODER,
+                           "S: the embedded all-MiniLM-L6-v2, tiny-encoder, or any HF folder / name")
+    train_encoder: bool = setting(False, "also fit S's weights (as the paper does), at encoder_lr; "
+                                  "saved with the run")
     encoder_lr: float = setting(5e-5, "Adam learning rate of S's weights (with train_encoder)", above=0)
     rank: int = setting(16, "r of the map; 0: full rank (d_s x L * d_model)", minimum=0)
     scale: float = setting(1.0, "lambda: the vectors' scale")
@@ -83,7 +84,9 @@ def encoder_for(name: str, device: torch.device) -> LoadedEncoder:
 @torch.no_grad()
 def query_states(encoder: LoadedEncoder, prompts: list[str], batch_size: int = 64) -> torch.Tensor:
     """h for every prompt: (N, d_s), S frozen."""
-    return torch.cat([encoder.encode(prompts[i : i + batch_size]) for i in range(0, len(prompts), batch_size)])
+    return torch.cat(
+        [encoder.encode(prompts[i : i + batch_size]) for i in range(0, len(prompts), batch_size)]
+    )
 
 
 def layer_vectors(h: torch.Tensor, A: torch.Tensor | None, B: torch.Tensor, n_layers: int) -> torch.Tensor:
@@ -105,6 +108,7 @@ class AdaptiveTaskVector(Method):
     title = "Adaptive task vectors"
     Config = AtvConfig
     several_tasks = True  # one fit on a mixture of tasks; it then serves any query
+    mixture = True  # a long fit by default (its steps x every task): not a quick one-task fit
     tiny_settings = dict(encoder="tiny-encoder", rank=4, per_task=16, steps=3, eval_every=1, batch_size=8)
 
     A: torch.Tensor | None  # (d_s, r) at the best step; None at full rank
@@ -127,14 +131,16 @@ class AdaptiveTaskVector(Method):
                     raise RuntimeError(f"unknown weights {sorted(missing)[:3]}")
                 encoder.model.load_state_dict(self.encoder_state, strict=False)
             except RuntimeError as err:
-                raise ValueError(f"This ATV's trained S does not fit {self.config.encoder!r}: {err}") from None
+                raise ValueError(
+                    f"This ATV's trained S does not fit {self.config.encoder!r}: {err}"
+                ) from None
             encoder.model.requires_grad_(False)
             self._encoder = encoder
         return self._encoder
 
     @classmethod
     def fit(cls, model, tasks, config=None, progress=None, checkpoint: str | Path | None = None,
-            checkpoint_every: int = 100) -> "AdaptiveTaskVector":
+            checkpoint_every: int = 100) -> AdaptiveTaskVector:
         """Fit the map on the mixture of ``tasks``. With ``checkpoint`` (a folder) the fit
         saves its state there every ``checkpoint_every`` steps and, run again with the same
         settings, tasks and model, resumes from it."""
@@ -160,8 +166,8 @@ class AdaptiveTaskVector(Method):
         def cached(pairs, batch_size):
             """(query batch, its prompts, h or None when S is trained and runs every time)."""
             prompts = [template.format_query(x) for x, _ in pairs]
-            batches = prompt_batches(model, prompts, [y for _, y in pairs], template.separator, batch_size, config.loss,
-                                     cache=cache)
+            batches = prompt_batches(model, prompts, [y for _, y in pairs], template.separator, batch_size,
+                                     config.loss, cache=cache)
             chunks = [prompts[i : i + batch_size] for i in range(0, len(prompts), batch_size)]
             if config.train_encoder:
                 return [(batch, chunk, None) for batch, chunk in zip(batches, chunks)]
@@ -205,7 +211,9 @@ class AdaptiveTaskVector(Method):
         if checkpoint is not None:
             fingerprint = {"config": config.as_dict(), "tasks": [t.name for t in tasks], "model": model.name}
             checkpoint = Checkpoint(Path(checkpoint), every=checkpoint_every, fingerprint=fingerprint)
-        best, trace = learn(params, train_loss, valid_loss, config, progress, checkpoint=checkpoint, rng=rng, lrs=lrs)
+        best, trace = learn(
+            params, train_loss, valid_loss, config, progress, checkpoint=checkpoint, rng=rng, lrs=lrs
+        )
         encoder.model.requires_grad_(False)
         return cls(
             tasks=[task.name for task in tasks],
@@ -223,7 +231,8 @@ class AdaptiveTaskVector(Method):
         """lambda * v for each prompt: (B, L, d_model) on the model's device."""
         h = query_states(self.encoder(model.device), prompts).to(model.device)
         if h.shape[1] != (self.B if self.A is None else self.A).shape[0]:
-            raise ValueError(f"This ATV was fitted with a {(self.B if self.A is None else self.A).shape[0]}-wide S, but "
+            raise ValueError(f"This ATV was fitted with a "
+                             f"{(self.B if self.A is None else self.A).shape[0]}-wide S, but "
                              f"{self.config.encoder!r} gives {h.shape[1]}.")
         A = None if self.A is None else self.A.to(model.device)
         return self.config.scale * layer_vectors(h, A, self.B.to(model.device), self.n_layers)
@@ -258,6 +267,8 @@ class AdaptiveTaskVector(Method):
         expected = {"A", "B"} if config.rank else {"B"}
         encoder_state = {k for k in tensors if k.startswith("S.")}
         if set(tensors) - encoder_state != expected:
-            raise ValueError(f"An ATV run of rank {config.rank} holds {sorted(expected)}, not {sorted(tensors)}.")
+            raise ValueError(
+                f"An ATV run of rank {config.rank} holds {sorted(expected)}, not {sorted(tensors)}."
+            )
         if bool(encoder_state) != config.train_encoder:
             raise ValueError("An ATV run holds S's weights exactly when S was trained (train_encoder).")

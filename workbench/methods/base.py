@@ -24,11 +24,11 @@ classes; the CLI, scripts, pages and tests take the method list and the settings
 
 from __future__ import annotations
 
+import dataclasses
 import time
 import typing
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Sequence
-import dataclasses
+from collections.abc import Sequence
 from dataclasses import MISSING, asdict, dataclass, field
 from typing import Any, ClassVar
 
@@ -41,10 +41,9 @@ from workbench.methods import settings
 from workbench.methods.selection import Selection, selection_split
 from workbench.methods.settings import setting
 from workbench.model.loading import LoadedModel
+from workbench.progress import Progress
 from workbench.tasks.prompts import DEFAULT_TEMPLATE, PromptTemplate, get_template
 from workbench.tasks.task import Task
-
-Progress = Callable[[str, int, int, dict], None]  # (stage, done, total, record of the step)
 
 LOSSES = ("first_token", "answer")  # what a learned fit's cross-entropy covers (workbench.methods.queries)
 
@@ -57,8 +56,8 @@ class MethodConfig:
     template: str = setting(DEFAULT_TEMPLATE, "prompt template: qa, arrow, or a custom format with {x} "
                             "(recorded with every result)")
     seed: int = setting(0, "seed of the split, the prompt sampling and the initialisation", minimum=0)
-    when: str = setting("last", "where the intervention acts: the last prompt token, or also every generated token",
-                        choices=("last", "generated"))
+    when: str = setting("last", "where the intervention acts: the last prompt token, "
+                        "or also every generated token", choices=("last", "generated"))
 
     def __post_init__(self) -> None:
         if isinstance(self.when, (str, When)):
@@ -128,7 +127,10 @@ class Method(ABC):
     Config: ClassVar[type[MethodConfig]]
     head_map_info: ClassVar[HeadMap | None] = None  # None: acts on the residual stream, no head map
     several_tasks: ClassVar[bool] = False  # one fit may serve several tasks at once
-    tiny_settings: ClassVar[dict] = {}  # the smallest settings that run every step of a fit (the test suite's)
+    # fitted on a mixture of tasks, a long fit by default: the app never offers it as a quick one-task fit
+    mixture: ClassVar[bool] = False
+    # the smallest settings that run every step of a fit (the test suite's)
+    tiny_settings: ClassVar[dict] = {}
 
     tasks: list[str]
     config: MethodConfig
@@ -145,7 +147,7 @@ class Method(ABC):
         tasks: Task | Sequence[Task],
         config: MethodConfig | None = None,
         progress: Progress | None = None,
-    ) -> "Method": ...
+    ) -> Method: ...
 
     @abstractmethod
     def intervention(self, task: str | None = None, when: When | str | None = None) -> Intervention:
@@ -214,7 +216,7 @@ class Method(ABC):
         return {}
 
     @classmethod
-    def restore(cls, tensors: dict[str, torch.Tensor], record: dict, **common: Any) -> "Method":
+    def restore(cls, tensors: dict[str, torch.Tensor], record: dict, **common: Any) -> Method:
         """Rebuild a fitted method from what :meth:`tensors` and :meth:`record` saved;
         ``common`` holds the fields every method has (tasks, config, fit_seconds, meta).
         Raises KeyError naming a missing piece, ValueError for pieces that do not fit."""
@@ -228,7 +230,9 @@ class Method(ABC):
                 values[part.name] = found
             elif part.kind == "tensors":
                 prefix = next((n for n in names if any(k.startswith(n + ".") for k in tensors)), part.key)
-                found = {k.removeprefix(prefix + "."): t for k, t in tensors.items() if k.startswith(prefix + ".")}
+                found = {
+                    k.removeprefix(prefix + "."): t for k, t in tensors.items() if k.startswith(prefix + ".")
+                }
                 values[part.name] = found or (None if part.optional else {})
             elif part.kind == "record":
                 values[part.name] = part.type.from_record(record)
@@ -243,7 +247,7 @@ class Method(ABC):
         cls.check_restored(tensors, record, common["config"])
         return cls(**common, **values)
 
-    @classmethod
+    @classmethod  # noqa: B027 (an optional hook by design: the default checks nothing)
     def check_restored(cls, tensors: dict[str, torch.Tensor], record: dict, config: Any) -> None:
         """Raise ValueError where a run's pieces do not fit each other (default: no check)."""
 

@@ -21,8 +21,6 @@ prefix is run once and cached: a head's effect costs a token or two per shuffled
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -36,7 +34,8 @@ from workbench.methods.queries import answer_probability, hits, prompt_batches
 from workbench.methods.selection import best_layer, layer_sweep, top_heads, top_k_mask
 from workbench.methods.settings import setting
 from workbench.model.loading import LoadedModel
-from workbench.tasks.prompts import PromptTemplate, get_template, train_prompts
+from workbench.progress import Progress
+from workbench.tasks.prompts import PromptTemplate, train_prompts
 from workbench.tasks.task import Pair
 
 
@@ -75,7 +74,9 @@ def icl_correct_prompts(
     """Candidate k-shot prompts from ``pool`` that k-shot ICL answers correctly (first-token
     score), with their shuffled-label twins (same query picks and demonstration order)."""
     clean, answers = train_prompts(pool, template, shots, candidates, seed)
-    shuffled, _ = train_prompts(pool, template, shots, candidates, seed, demo_pool=shuffled_labels(pool, seed))
+    shuffled, _ = train_prompts(
+        pool, template, shots, candidates, seed, demo_pool=shuffled_labels(pool, seed)
+    )
     right = [bool(h) for batch in prompt_batches(model, clean, answers, template.separator, batch_size)
              for h in hits(model, batch)]
     keep = [i for i, ok in enumerate(right) if ok] or list(range(len(clean)))
@@ -91,7 +92,7 @@ def indirect_effects(
     activations: torch.Tensor,
     separator: str = "\n",
     batch_size: int = 16,
-    progress: Callable[[int, int], None] | None = None,
+    progress: Progress | None = None,
 ) -> torch.Tensor:
     """AIE[l,h]: mean gain in P(answer's first token) when a[l,h] is put into head (l, h): (L, H)."""
     shape = model.heads.shape
@@ -107,7 +108,7 @@ def indirect_effects(
                 effects[layer, head] += (answer_probability(model, batch, patch) - unpatched).sum()
                 done += 1
                 if progress:
-                    progress(done, total)
+                    progress("indirect effect", done, total, {})
     return effects / len(prompts)
 
 
@@ -144,13 +145,10 @@ class FunctionVector(Method):
     icl_prompts: dict = field(default_factory=dict)  # candidates tried, correct ones used
 
     @classmethod
-    def fit(cls, model, tasks, config=None, progress=None) -> "FunctionVector":
+    def fit(cls, model, tasks, config=None, progress=None) -> FunctionVector:
         setup = cls.begin(model, tasks, config)
         config, template, pairs = setup.config, setup.template, setup.selection
         shape = model.heads.shape
-
-        def stage(name: str):
-            return (lambda done, total: progress(name, done, total, {})) if progress else None
 
         # step 0
         icl = icl_correct_prompts(
@@ -162,7 +160,7 @@ class FunctionVector(Method):
         n = config.n_shuffled
         effects = indirect_effects(
             model, icl.shuffled[:n], icl.answers[:n], embedding, template.separator, config.batch_size,
-            stage("indirect effect"),
+            progress,
         )  # (L, H)
         effect_seconds = setup.seconds()
         # step 3
@@ -173,7 +171,9 @@ class FunctionVector(Method):
         def intervention_at(layer: int) -> Intervention:
             return Intervention("FV", (add_to_residual(vector[None], (layer,), setup.when),))
 
-        sweep, zero_shot = layer_sweep(model, pairs.select, intervention_at, template, progress=stage("layer sweep"))
+        sweep, zero_shot = layer_sweep(
+            model, pairs.select, intervention_at, template, progress=progress
+        )
         layer = config.layer if config.layer is not None else best_layer(sweep, prefer=shape.n_layers // 3)
         return cls(
             tasks=[setup.task.name],

@@ -57,7 +57,7 @@ class LearnableTaskVector(Method):
     embedding_seconds: float = 0.0
 
     @classmethod
-    def fit(cls, model, tasks, config=None, progress=None) -> "LearnableTaskVector":
+    def fit(cls, model, tasks, config=None, progress=None) -> LearnableTaskVector:
         setup = cls.begin(model, tasks, config)
         config, template, rng, pairs = setup.config, setup.template, setup.rng, setup.selection
 
@@ -83,7 +83,9 @@ class LearnableTaskVector(Method):
             return summed_loss(model, batch, intervention()) / len(batch)
 
         def valid_loss() -> float:
-            return sum(summed_loss(model, batch, intervention()).item() for batch in select) / len(pairs.select)
+            return sum(
+                summed_loss(model, batch, intervention()).item() for batch in select
+            ) / len(pairs.select)
 
         best, trace = learn(theta, train_loss, valid_loss, config, progress)
         return cls(

@@ -63,7 +63,9 @@ class QueryBatch:
             return logits[:, end:]  # (B, C, vocab)
         hooks = intervention.hooks(model, "prompt", prompt_end=0) if intervention is not None else []
         if intervention is not None and not intervention.last_token_only:
-            raise ValueError("Cached queries score edits that start at the last prompt token, not 'all' positions.")
+            raise ValueError(
+                "Cached queries score edits that start at the last prompt token, not 'all' positions."
+            )
         return inference.cached_logits(model, self.cached, self.inputs, self.mask, hooks)
 
 
@@ -100,7 +102,9 @@ def prompt_batches(
     batches = []
     for start in range(0, len(prompts), batch_size):
         chunk = prompts[start : start + batch_size]
-        tokens = [scoring.answer_tokens(model.tokenizer, y, separator) for y in answers[start : start + batch_size]]
+        tokens = [
+            scoring.answer_tokens(model.tokenizer, y, separator) for y in answers[start : start + batch_size]
+        ]
         read = [a.first_ids if objective == "first_token" else a.ids for a in tokens]  # the tokens predicted
         width = max(len(r) for r in read)  # C
         cached = inference.cache_prefixes(model, chunk) if cache else None
@@ -127,14 +131,18 @@ def hits(model: LoadedModel, batch: QueryBatch, intervention: Intervention | Non
     return ((logits.argmax(-1) == batch.targets) | (batch.targets == -100)).all(dim=1)
 
 
-def summed_loss(model: LoadedModel, batch: QueryBatch, intervention: Intervention | None = None) -> torch.Tensor:
+def summed_loss(
+    model: LoadedModel, batch: QueryBatch, intervention: Intervention | None = None
+) -> torch.Tensor:
     """Cross-entropy summed over every scored column of one batch (differentiable)."""
     logits = batch.logits(model, intervention)  # (B, C, vocab)
     return scoring.first_token_ce(logits.flatten(0, 1), batch.targets.flatten(), reduction="sum")
 
 
 @torch.no_grad()
-def mean_loss(model: LoadedModel, batches: list[QueryBatch], intervention: Intervention | None = None) -> float:
+def mean_loss(
+    model: LoadedModel, batches: list[QueryBatch], intervention: Intervention | None = None
+) -> float:
     """Summed cross-entropy per query, averaged over every query of ``batches``."""
     total = sum(summed_loss(model, batch, intervention).item() for batch in batches)
     return total / sum(len(batch) for batch in batches)

@@ -22,6 +22,7 @@ import torch
 from workbench.interventions import Intervention
 from workbench.methods.queries import accuracy_and_loss, query_batches
 from workbench.model.loading import LoadedModel
+from workbench.progress import Progress
 from workbench.tasks.prompts import get_template
 from workbench.tasks.task import Pair, Task
 
@@ -37,7 +38,9 @@ class Selection:
 
     def sizes(self) -> dict[str, int]:
         """Recorded with every run beside the split sizes."""
-        return {"fit_pool": len(self.fit), "selection": len(self.select), "selection_from_train": self.from_train}
+        return {
+            "fit_pool": len(self.fit), "selection": len(self.select), "selection_from_train": self.from_train
+        }
 
 
 def selection_split(task: Task, seed: int = 0, minimum: int = MIN_SELECTION) -> Selection:
@@ -55,12 +58,13 @@ def layer_sweep(
     intervention_at: Callable[[int], Intervention],
     template=None,
     layers: list[int] | None = None,
-    progress: Callable[[int, int], None] | None = None,
+    progress: Progress | None = None,
 ) -> tuple[pd.DataFrame, dict]:
     """Score ``intervention_at(l)`` on the zero-shot queries of ``pairs`` for every layer l.
 
     Returns the curve (layer, first_token_acc, loss: one row per layer) and the zero-shot
-    scores without any intervention ({"first_token_acc", "loss"}).
+    scores without any intervention ({"first_token_acc", "loss"}). ``progress`` reports stage
+    "layer sweep" after each layer, with that layer's scores (:mod:`workbench.progress`).
     """
     template = get_template(template)
     batches = query_batches(model, template, pairs, VALID_BATCH)
@@ -72,7 +76,7 @@ def layer_sweep(
         acc, loss = accuracy_and_loss(model, batches, intervention_at(layer))
         rows.append({"layer": layer, "first_token_acc": acc, "loss": loss})
         if progress:
-            progress(i + 1, len(layers))
+            progress("layer sweep", i + 1, len(layers), {"first_token_acc": acc, "loss": loss})
     return pd.DataFrame(rows), zero_shot
 
 

@@ -81,11 +81,16 @@ def fields(config_class: type) -> list[Field]:
     out = []
     for f in dataclasses.fields(config_class):
         if KEY not in f.metadata:
-            raise TypeError(f"{config_class.__name__}.{f.name} is not declared with setting(...): give it bounds and help.")
+            raise TypeError(
+                f"{config_class.__name__}.{f.name} is not declared with setting(...): "
+                "give it bounds and help."
+            )
         kind = hints[f.name]
         base = next((t for t in typing.get_args(kind) if t is not type(None)), kind)  # int | None -> int
         if base not in (int, float, str, bool):
-            raise TypeError(f"{config_class.__name__}.{f.name}: a setting is an int, float, str or bool, not {kind}.")
+            raise TypeError(
+                f"{config_class.__name__}.{f.name}: a setting is an int, float, str or bool, not {kind}."
+            )
         out.append(Field(f.name, base, f.default, f.metadata[KEY]))
     return out
 
@@ -124,7 +129,9 @@ def parse(config_class: type, name: str, text: str) -> Any:
     """The value of setting ``name`` written as ``text`` (``--set``, a form): its own type."""
     by_name = {f.name: f for f in fields(config_class)}
     if name not in by_name:
-        raise ValueError(f"{config_class.__name__} has no setting {name!r} (its settings: {', '.join(by_name)}).")
+        raise ValueError(
+            f"{config_class.__name__} has no setting {name!r} (its settings: {', '.join(by_name)})."
+        )
     f = by_name[name]
     if f.spec.none is not None and text.strip().lower() in ("none", "null", ""):
         return None
@@ -136,7 +143,9 @@ def parse(config_class: type, name: str, text: str) -> Any:
     try:
         return f.kind(text)
     except ValueError:
-        raise ValueError(f"{name} must be {'a whole number' if f.kind is int else 'a number'}, got {text!r}.") from None
+        raise ValueError(
+            f"{name} must be {'a whole number' if f.kind is int else 'a number'}, got {text!r}."
+        ) from None
 
 
 # ----------------------------------------------------------------------------- command lines
@@ -151,11 +160,16 @@ def _union(config_classes: Sequence[tuple[str, type]]) -> dict[str, list[tuple[s
     for name, owned in union.items():
         kinds = {f.kind for _, f in owned}
         if len(kinds) > 1:
-            raise TypeError(f"Setting {name!r} has different types in {', '.join(o for o, _ in owned)}: one flag cannot serve them.")
+            raise TypeError(
+                f"Setting {name!r} has different types in {', '.join(o for o, _ in owned)}: "
+                "one flag cannot serve them."
+            )
     return union
 
 
-def add_flags(parser: argparse.ArgumentParser, config_classes: Sequence[tuple[str, type]], skip: Iterable[str] = ()) -> None:
+def add_flags(
+    parser: argparse.ArgumentParser, config_classes: Sequence[tuple[str, type]], skip: Iterable[str] = ()
+) -> None:
     """One flag per setting of the given Configs (``(owner name, Config)``, e.g.
     ``("SITE", SiteConfig)``), with its help, bounds and real defaults (per owner where
     they differ). Every flag defaults to None: :func:`given` keeps the ones the user gave."""
@@ -171,15 +185,23 @@ def add_flags(parser: argparse.ArgumentParser, config_classes: Sequence[tuple[st
         text = helps[0][1] if len(helps) == 1 else "; ".join(f"{' / '.join(os)}: {h}" for os, h in helps)
         if len(helps) == 1 and not every:
             text = f"{' / '.join(owners)}: {text}"
-        defaults = _grouped([(o, repr(g.default) if isinstance(g.default, str) else str(g.default)) for o, g in owned])
-        default = defaults[0][1] if len(defaults) == 1 else ", ".join(f"{d} ({' / '.join(os)})" for os, d in defaults)
+        defaults = _grouped(
+            [(o, repr(g.default) if isinstance(g.default, str) else str(g.default)) for o, g in owned]
+        )
+        default = (
+            defaults[0][1]
+            if len(defaults) == 1
+            else ", ".join(f"{d} ({' / '.join(os)})" for os, d in defaults)
+        )
         bounds = _grouped([(o, g.spec.describe_bounds()) for o, g in owned])
         bound = ", ".join(b if len(bounds) == 1 else f"{' / '.join(os)} {b}" for os, b in bounds if b)
         text += f" (default {default}{'; ' + bound if bound else ''})"
         text = text.replace("%", "%%")
         dest = f"setting_{name}"
         if f.kind is bool:
-            parser.add_argument(f.flag, dest=dest, action=argparse.BooleanOptionalAction, default=None, help=text)
+            parser.add_argument(
+                f.flag, dest=dest, action=argparse.BooleanOptionalAction, default=None, help=text
+            )
             continue
         choices = None
         if all(g.spec.choices for _, g in owned):

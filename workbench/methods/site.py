@@ -62,7 +62,7 @@ class SoftInjection(Method):
     embedding_seconds: float = 0.0
 
     @classmethod
-    def fit(cls, model, tasks, config=None, progress=None) -> "SoftInjection":
+    def fit(cls, model, tasks, config=None, progress=None) -> SoftInjection:
         setup = cls.begin(model, tasks, config)
         config, template, rng = setup.config, setup.template, setup.rng
 
@@ -96,7 +96,9 @@ class SoftInjection(Method):
         def valid_loss() -> float:  # mean over every task's selection queries
             alpha = torch.sigmoid(beta)
             total = sum(
-                summed_loss(model, batch, injection(alpha, s)).item() for s in streams.values() for batch in s.valid
+                summed_loss(model, batch, injection(alpha, s)).item()
+                for s in streams.values()
+                for batch in s.valid
             )
             return total / sum(len(batch) for s in streams.values() for batch in s.valid)
 

@@ -1,6 +1,7 @@
 """The fit loop of the methods that learn a few parameters on a frozen model (SITE's beta,
-LTV's theta, ATV's map): their shared settings (:class:`LearnedConfig`), and :func:`learn`: Adam with a cosine learning rate decayed to lr/10, the valid loss checked
-every few steps, early stop on patience, and the best-valid step kept.
+LTV's theta, ATV's map): their shared settings (:class:`LearnedConfig`), and :func:`learn`:
+Adam with a cosine learning rate decayed to lr/10, the valid loss checked every few steps,
+early stop on patience, and the best-valid step kept.
 
 The loss functions are the caller's: each draws its own mini-batch of prefix-cached
 zero-shot queries (:mod:`workbench.methods.queries`), so a step runs one token per query.
@@ -28,8 +29,9 @@ from safetensors.torch import load as load_tensors
 from safetensors.torch import save as save_tensors
 
 from workbench import atomic
-from workbench.methods.base import LOSSES, MethodConfig, Progress
+from workbench.methods.base import LOSSES, MethodConfig
 from workbench.methods.settings import setting
+from workbench.progress import Progress
 
 
 @dataclass(kw_only=True)
@@ -38,7 +40,8 @@ class LearnedConfig(MethodConfig):
 
     loss: str = setting("first_token", "cross-entropy on the answer's tokens up to the first that carries it "
                         "(first_token), or on all of them and the end of the answer (answer)", choices=LOSSES)
-    steps: int = setting(400, "optimiser steps at most: the fit stops once the selection loss stops improving",
+    steps: int = setting(400,
+                         "optimiser steps at most: the fit stops once the selection loss stops improving",
                          minimum=1)
     lr: float = setting(0.05, "Adam learning rate, cosine-decayed to lr/10", above=0)
     batch_size: int = setting(32, "queries per training step", minimum=1)
@@ -62,9 +65,11 @@ class Trace:
         }
 
     @classmethod
-    def from_record(cls, record: dict) -> "Trace":
+    def from_record(cls, record: dict) -> Trace:
         return cls(
-            int(record["best_step"]), float(record["best_valid_loss"]), pd.DataFrame(record.get("history", {}))
+            int(record["best_step"]),
+            float(record["best_valid_loss"]),
+            pd.DataFrame(record.get("history", {})),
         )
 
 
@@ -91,7 +96,9 @@ class Checkpoint:
         name = f"state-{int(step):07d}.safetensors"
         atomic.write_bytes(self.folder / name, save_tensors(
             {k: t.detach().contiguous().cpu() for k, t in tensors.items()}, metadata={"step": step}))
-        atomic.write_text(self.json_path, json.dumps({"fingerprint": self.fingerprint, "tensors": name, **state}))
+        atomic.write_text(
+            self.json_path, json.dumps({"fingerprint": self.fingerprint, "tensors": name, **state})
+        )
         for old in self.folder.glob("state-*.safetensors"):  # the JSON names the new one now
             if old.name != name:
                 old.unlink(missing_ok=True)
@@ -105,12 +112,15 @@ class Checkpoint:
             raw = (self.folder / Path(str(state["tensors"])).name).read_bytes()
             tensors = load_tensors(raw)
         except Exception as error:  # OSError, JSON errors, safetensors.SafetensorError
-            raise ValueError(f"The checkpoint in {self.folder} cannot be read ({error}); delete the folder to start over.") from None
+            raise ValueError(f"The checkpoint in {self.folder} cannot be read ({error}); "
+                             "delete the folder to start over.") from None
         if state.get("fingerprint") != self.fingerprint:
-            raise ValueError(f"The checkpoint in {self.folder} belongs to another fit (other settings, tasks or model); "
+            raise ValueError(f"The checkpoint in {self.folder} belongs to another fit "
+                             "(other settings, tasks or model); "
                              "delete it or choose another folder.")
         if _safetensors_step(raw) != str(state["step"]):
-            raise ValueError(f"The checkpoint in {self.folder} is damaged (its two files name different steps); "
+            raise ValueError(f"The checkpoint in {self.folder} is damaged "
+                             "(its two files name different steps); "
                              "delete the folder to start over.")
         return tensors, state
 
@@ -130,7 +140,7 @@ def fit_parameter(
     lr: float,
     eval_every: int,
     patience: int,
-    progress: Callable[[int, int, dict], None] | None = None,
+    progress: Progress | None = None,
     checkpoint: Checkpoint | None = None,
     rng: np.random.Generator | None = None,
     lrs: list[float] | None = None,
@@ -149,7 +159,9 @@ def fit_parameter(
 
     if lrs is not None and len(lrs) != len(params):
         raise ValueError(f"{len(lrs)} learning rates for {len(params)} parameters.")
-    optimizer = torch.optim.Adam([{"params": [p], "lr": r} for p, r in zip(params, lrs or [lr] * len(params))])
+    optimizer = torch.optim.Adam(
+        [{"params": [p], "lr": r} for p, r in zip(params, lrs or [lr] * len(params))]
+    )
     schedule = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda s: 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(s, steps) / steps))
     )
@@ -181,7 +193,12 @@ def fit_parameter(
         loss.backward()
         optimizer.step()
         schedule.step()
-        record = {"step": step, "train_loss": loss.item(), "valid_loss": float("nan"), "lr": schedule.get_last_lr()[0]}
+        record = {
+            "step": step,
+            "train_loss": loss.item(),
+            "valid_loss": float("nan"),
+            "lr": schedule.get_last_lr()[0],
+        }
         if step % eval_every == 0 or step == steps:
             with torch.no_grad():
                 record["valid_loss"] = valid_loss()
@@ -195,7 +212,7 @@ def fit_parameter(
         if checkpoint is not None and (stop or step % checkpoint.every == 0):
             save(step, done=stop)
         if progress:
-            progress(step, steps, record)
+            progress("fit", step, steps, record)
         if stop:
             break
     return best[2], Trace(best[1], best[0], pd.DataFrame(history))
@@ -211,9 +228,8 @@ def learn(
 ) -> tuple[torch.Tensor | list[torch.Tensor], Trace]:
     """The learned fit of SITE, LTV and ATV: :func:`fit_parameter` with the config's steps,
     learning rate, checks and patience, reporting each step as stage "fit"."""
-    report = (lambda step, total, record: progress("fit", step, total, record)) if progress else None
     return fit_parameter(params, train_loss, valid_loss, steps=config.steps, lr=config.lr,
-                         eval_every=config.eval_every, patience=config.patience, progress=report, **options)
+                         eval_every=config.eval_every, patience=config.patience, progress=progress, **options)
 
 
 def _restore(saved, params, optimizer, schedule, rng):
@@ -224,7 +240,8 @@ def _restore(saved, params, optimizer, schedule, rng):
     with torch.no_grad():
         for i, p in enumerate(params):
             if tensors[f"param.{i}"].shape != p.shape:
-                raise ValueError(f"The checkpoint's parameter {i} has shape {tuple(tensors[f'param.{i}'].shape)}, "
+                raise ValueError(f"The checkpoint's parameter {i} has shape "
+                                 f"{tuple(tensors[f'param.{i}'].shape)}, "
                                  f"this fit's {tuple(p.shape)}.")
             p.copy_(tensors[f"param.{i}"])
     adam: dict[int, dict[str, torch.Tensor]] = {}
@@ -240,4 +257,6 @@ def _restore(saved, params, optimizer, schedule, rng):
         rng.bit_generator.state = state["rng"]
     best_params = [tensors[f"best.{i}"].to(p.device) for i, p in enumerate(params)]
     best = (float(state["best_valid_loss"]), int(state["best_step"]), best_params)
-    return best, state["history"], int(state["checks_without_gain"]), int(state["step"]) + 1, bool(state["done"])
+    return (
+        best, state["history"], int(state["checks_without_gain"]), int(state["step"]) + 1, bool(state["done"])
+    )

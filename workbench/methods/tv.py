@@ -43,7 +43,7 @@ class TaskVector(Method):
     zero_shot_valid: dict = field(default_factory=dict)  # selection scores without intervention
 
     @classmethod
-    def fit(cls, model, tasks, config=None, progress=None) -> "TaskVector":
+    def fit(cls, model, tasks, config=None, progress=None) -> TaskVector:
         setup = cls.begin(model, tasks, config)
         config, pairs = setup.config, setup.selection
 
@@ -55,8 +55,9 @@ class TaskVector(Method):
         def intervention_at(layer: int) -> Intervention:
             return Intervention("TV", (replace_residual(layer, vectors[layer], setup.when),))
 
-        report = (lambda done, total: progress("layer sweep", done, total, {})) if progress else None
-        sweep, zero_shot = layer_sweep(model, pairs.select, intervention_at, setup.template, progress=report)
+        sweep, zero_shot = layer_sweep(
+            model, pairs.select, intervention_at, setup.template, progress=progress
+        )
         return cls(
             tasks=[setup.task.name],
             config=config,

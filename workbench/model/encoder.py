@@ -50,7 +50,8 @@ class LoadedEncoder:
         ``torch.no_grad`` here: the caller decides)."""
         if not texts:
             raise ValueError("No texts to encode.")
-        self.tokenizer.padding_side = "right"  # positions start at 0 for every text (absolute position embeddings)
+        # positions start at 0 for every text (absolute position embeddings)
+        self.tokenizer.padding_side = "right"
         batch = self.tokenizer(
             texts, return_tensors="pt", padding=True, truncation=True, max_length=self.max_tokens
         ).to(self.device)

@@ -21,8 +21,8 @@ TransformerLens' ``run_with_hooks`` takes it; ``pos`` is the sequence index a re
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from typing import Callable
 
 import torch
 

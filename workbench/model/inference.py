@@ -130,7 +130,9 @@ def generate(
 def _has_stop(model: LoadedModel, token_ids: torch.Tensor, stop: str) -> torch.Tensor:
     pieces = model.tokenizer.batch_decode(token_ids[:, None].tolist())
     eos = model.tokenizer.eos_token_id
-    return torch.tensor([stop in p or int(t) == eos for p, t in zip(pieces, token_ids.tolist())], device=token_ids.device)
+    return torch.tensor(
+        [stop in p or int(t) == eos for p, t in zip(pieces, token_ids.tolist())], device=token_ids.device
+    )
 
 
 @dataclass

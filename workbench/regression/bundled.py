@@ -61,7 +61,8 @@ def fits(family: str, folder: Path | None = None) -> Fits:
 
 
 def task_vector_table(folder: Path | None = None) -> pd.DataFrame:
-    """family, shift, n_points, k, method, mean, lo, hi, n_sequences, vs_plain, vs_least_squares, minus_least_squares."""
+    """family, shift, n_points, k, method, mean, lo, hi, n_sequences, vs_plain, vs_least_squares,
+    minus_least_squares."""
     return pd.read_csv((folder or RESULTS) / TABLE)
 
 

@@ -84,7 +84,9 @@ class RegressionVectorConfig:
 
 def default_config(model: LoadedRegressor, n_train: int, **overrides) -> RegressionVectorConfig:
     """Fit prompts from one point past the training length to the model's longest."""
-    return RegressionVectorConfig(n_train=n_train, fit_points=(n_train + 1, model.cfg.n_positions), **overrides)
+    return RegressionVectorConfig(
+        n_train=n_train, fit_points=(n_train + 1, model.cfg.n_positions), **overrides
+    )
 
 
 # ----------------------------------------------------------------------------- the source prompt
@@ -234,7 +236,9 @@ def mean_error(
 # ----------------------------------------------------------------------------- LTV: fit theta
 
 
-def fit_ltv(model: LoadedRegressor, family: FamilyConfig, config: RegressionVectorConfig, progress=None) -> LtvFit:
+def fit_ltv(
+    model: LoadedRegressor, family: FamilyConfig, config: RegressionVectorConfig, progress=None
+) -> LtvFit:
     """theta (L, H) by the shared fit loop: Huber error of the query prediction on prompts of
     lengths drawn from ``config.fit_points``, a fresh batch every step; the best valid check
     (squared error / d on fixed long prompts) is kept."""
@@ -409,7 +413,9 @@ def load_fits(folder: str | Path) -> Fits:
     )
 
 
-def fit_all(model: LoadedRegressor, family: FamilyConfig, config: RegressionVectorConfig, progress=None) -> Fits:
+def fit_all(
+    model: LoadedRegressor, family: FamilyConfig, config: RegressionVectorConfig, progress=None
+) -> Fits:
     """LTV, FV and TV on the base family (noise-free, isotropic x), each timed."""
     ltv = fit_ltv(model, family, config, progress)
     fv = fit_fv(model, family, config)

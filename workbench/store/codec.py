@@ -2,8 +2,9 @@
 
 A method gives its tensors (:meth:`Method.tensors`) and its own fit record
 (:meth:`Method.record`); the codec adds what every run records (the schema in
-:mod:`workbench.store.schema`, the fit spec of :mod:`workbench.spec` among it) and, on load, finds the method in the registry, checks the
-run fits the model, and hands the pieces to :meth:`Method.restore`.
+:mod:`workbench.store.schema`, the fit spec of :mod:`workbench.spec` among it) and, on
+load, finds the method in the registry, checks the run fits the model, and hands the
+pieces to :meth:`Method.restore`.
 """
 
 from __future__ import annotations
@@ -13,8 +14,8 @@ from collections.abc import Sequence
 from workbench.methods import Method, get_method
 from workbench.methods.selection import selection_split
 from workbench.model.loading import LoadedModel
-from workbench.store.runs import Run, RunError
 from workbench.spec import FitSpec
+from workbench.store.runs import Run, RunError
 from workbench.store.schema import task_source
 from workbench.tasks.prompts import get_template
 from workbench.tasks.task import Task
@@ -24,11 +25,14 @@ def to_run(fit: Method, model: LoadedModel, tasks: Task | Sequence[Task], metric
     """A run of ``fit`` (fitted on ``tasks`` with ``model``), with test ``metrics`` per task."""
     tasks = [tasks] if isinstance(tasks, Task) else list(tasks)
     if [t.name for t in tasks] != list(fit.tasks):
-        raise ValueError(f"The {fit.name} fit is for {fit.tasks}, but tasks {[t.name for t in tasks]} were given.")
+        raise ValueError(
+            f"The {fit.name} fit is for {fit.tasks}, but tasks {[t.name for t in tasks]} were given."
+        )
     meta = {
         "task_sources": {t.name: task_source(t) for t in tasks},
         "split_sizes": {
-            t.name: {**t.split_sizes(fit.config.seed), **selection_split(t, fit.config.seed).sizes()} for t in tasks
+            t.name: {**t.split_sizes(fit.config.seed), **selection_split(t, fit.config.seed).sizes()}
+            for t in tasks
         },
         "config": fit.config.as_dict(),
         "template": get_template(fit.config.template).describe(),

@@ -181,7 +181,10 @@ class RunStore:
         except schema.SchemaError as err:
             raise RunError(f"Not saved: {err}") from None
         with atomic.folder(self.root / run_id) as tmp:  # whole under its id, or not there at all
-            save_file({k: v.detach().cpu().contiguous() for k, v in run.tensors.items()}, tmp / "tensors.safetensors")
+            save_file(
+                {k: v.detach().cpu().contiguous() for k, v in run.tensors.items()},
+                tmp / "tensors.safetensors",
+            )
             (tmp / "meta.json").write_text(json.dumps(meta, indent=1, default=str), encoding="utf-8")
         try:
             self._index([meta])
@@ -261,7 +264,9 @@ class RunStore:
 
     # ------------------------------------------------------------------ reading
 
-    def list(self, method: str | None = None, task: str | Task | None = None, model: str | None = None) -> pd.DataFrame:
+    def list(
+        self, method: str | None = None, task: str | Task | None = None, model: str | None = None
+    ) -> pd.DataFrame:
         """Every run in the store's folders, oldest first: columns id, method, model, tasks,
         created, metrics, status ("ok", or "damaged: why": such a run does not load).
 
@@ -290,7 +295,9 @@ class RunStore:
         try:
             tensors = load_file(folder / "tensors.safetensors")
         except (OSError, ValueError, SafetensorError) as err:
-            raise RunError(f"Run {run_id} in {self.root} is damaged: tensors.safetensors is unreadable ({err}).") from None
+            raise RunError(
+                f"Run {run_id} in {self.root} is damaged: tensors.safetensors is unreadable ({err})."
+            ) from None
         core = {k: meta.pop(k) for k in ("id", "method", "model", "tasks", "created")}
         meta.pop("schema")
         return Run(core["method"], core["model"], core["tasks"], tensors, meta, core["id"], core["created"])
@@ -335,7 +342,9 @@ class RunStore:
                 _check_tensors(folder)
                 entries.append(_Entry(folder.name, meta, raw=raw, written=written))
             except RunError as err:
-                entries.append(_Entry(folder.name, None, str(err), raw if isinstance(raw, dict) else {}, written))
+                entries.append(
+                    _Entry(folder.name, None, str(err), raw if isinstance(raw, dict) else {}, written)
+                )
         return sorted(entries, key=lambda e: (_row(e)[4], e.written, e.id))
 
     def _sync_index(self, entries: list[_Entry]) -> None:
@@ -360,8 +369,10 @@ class RunStore:
                 db.execute("DELETE FROM runs")
             db.executemany(_INSERT, [_index_row(m) for m in metas])
 
-    def _db(self, timeout: float | None = None) -> "_Closing":
-        return _Closing(sqlite3.connect(self._index_path, timeout=LOCK_TIMEOUT_S if timeout is None else timeout))
+    def _db(self, timeout: float | None = None) -> _Closing:
+        return _Closing(
+            sqlite3.connect(self._index_path, timeout=LOCK_TIMEOUT_S if timeout is None else timeout)
+        )
 
     def _sweep_temp(self) -> None:
         """Remove leftovers of killed writes (``.tmp-*`` entries here and in run folders)
@@ -470,7 +481,11 @@ def _listed_tasks(meta: dict) -> list[str]:
     for name in meta["tasks"]:
         source = meta["task_sources"][name]
         builtin = _builtin_source(name)
-        same = builtin is None or source["path"] == builtin["path"] or source["sha256"] in ("", builtin["sha256"])
+        same = (
+            builtin is None
+            or source["path"] == builtin["path"]
+            or source["sha256"] in ("", builtin["sha256"])
+        )
         names.append(name if same else f"{name}@{source['sha256'][:8]}")
     return names
 

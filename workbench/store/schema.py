@@ -48,7 +48,10 @@ FIRST_TOKEN, PREFIX, EXACT = ANSWER_METRICS
 TEST_METRICS = (FIRST_TOKEN.run_key, EXACT.run_key, "n_test")  # prefix match joined later:
 # its run key is written by every scored run since, and checked where present
 _CORE = ("id", "method", "created", "model", "tasks", "versions")
-_COMMON = (*_CORE, "schema", "task_sources", "split_sizes", "config", "template", "fit", "metrics", "spec", "spec_hash")
+_COMMON = (
+    *_CORE, "schema", "task_sources", "split_sizes", "config", "template", "fit", "metrics", "spec",
+    "spec_hash",
+)
 
 TaskLookup = Callable[[str], "Task | None"]
 
@@ -95,7 +98,8 @@ def validate(meta: dict) -> dict:
     need(isinstance(config, dict) and "template" in config and "seed" in config,
          "'config' must be an object with template and seed")
     need(isinstance(meta["template"], str), "'template' must be a string")
-    need(isinstance(meta.get("prompt_start", ""), str), "'prompt_start' must be a string")  # optional: older runs lack it
+    # optional: older runs lack it
+    need(isinstance(meta.get("prompt_start", ""), str), "'prompt_start' must be a string")
     need(isinstance(meta["fit"], dict) and isinstance(meta["fit"].get("seconds"), Number),
          "'fit' must be an object with the fit's seconds")
     held_out = meta.get("held_out", [])  # optional: tasks a mixture fit kept out, scored as unseen
@@ -112,11 +116,13 @@ def validate(meta: dict) -> dict:
             if key in scores:
                 need(isinstance(scores[key], Number) and 0 <= scores[key] <= 1,
                      f"'metrics.{task}.{key}' must be in [0, 1]")
-        need(isinstance(scores["n_test"], int) and scores["n_test"] >= 1, f"'metrics.{task}.n_test' must be >= 1")
+        need(isinstance(scores["n_test"], int) and scores["n_test"] >= 1,
+             f"'metrics.{task}.n_test' must be >= 1")
     need(isinstance(meta["versions"], dict), "'versions' must be an object")
     spec = meta["spec"]
     need(isinstance(spec, dict) and spec.get("method") == meta["method"]
-         and isinstance(spec.get("tasks"), list) and [t.get("name") for t in spec["tasks"] if isinstance(t, dict)] == tasks
+         and isinstance(spec.get("tasks"), list)
+         and [t.get("name") for t in spec["tasks"] if isinstance(t, dict)] == tasks
          and isinstance(spec.get("settings"), dict) and isinstance(spec.get("model"), str)
          and isinstance(spec.get("bos"), bool),
          "'spec' must name the run's method, model, tasks (in order), settings and bos")
@@ -195,7 +201,8 @@ def spec_of(meta: dict) -> dict:
         "version": 1,
         "method": meta["method"],
         "model": meta["model"]["model"],
-        "tasks": [{"name": t, "path": sources.get(t, {}).get("path", ""), "sha256": sources.get(t, {}).get("sha256", ""),
+        "tasks": [{"name": t, "path": sources.get(t, {}).get("path", ""),
+                   "sha256": sources.get(t, {}).get("sha256", ""),
                    "keep_first_duplicates": False} for t in meta["tasks"]],
         "settings": _filled_settings(meta["method"], meta["config"]),
         "bos": meta.get("prompt_start", None) != "",

@@ -64,7 +64,9 @@ def load_task(
         return Task(
             name=key,
             pairs=read_pairs(path),
-            case_sensitive=bool(info.get("case_sensitive", False)) if case_sensitive is None else case_sensitive,
+            case_sensitive=(
+                bool(info.get("case_sensitive", False)) if case_sensitive is None else case_sensitive
+            ),
             description=info.get("description", ""),
             category=info.get("category", ""),
             path=str(path),
@@ -81,7 +83,9 @@ def load_task(
         splits = None
         pairs, dropped = _deduplicate(path, read_pairs(path, check_duplicates=False), keep_first_duplicates)
         if len(pairs) < MIN_RECORDS:
-            raise TaskFileError(f"{path}: {len(pairs)} records after dropping duplicates; a task needs {MIN_RECORDS}.")
+            raise TaskFileError(
+                f"{path}: {len(pairs)} records after dropping duplicates; a task needs {MIN_RECORDS}."
+            )
     if case_sensitive is None:
         case_changes = sum(x != y and x.lower() == y.lower() for x, y in pairs)
         case_sensitive = case_changes > len(pairs) / 2
@@ -95,7 +99,8 @@ def _read_split_folder(folder: Path, keep_first: bool) -> tuple[TaskSplits, int]
     missing = [f"{name}.json" for name in SPLITS if not (folder / f"{name}.json").is_file()]
     if missing:
         raise TaskFileError(
-            f"{folder}: a task folder holds train.json, valid.json and test.json; missing {', '.join(missing)}."
+            f"{folder}: a task folder holds train.json, valid.json and test.json; "
+            f"missing {', '.join(missing)}."
         )
     seen: set[str] = set()
     parts, dropped = {}, 0
@@ -122,7 +127,8 @@ def _deduplicate(
             if not keep_first:
                 where = f"record {first_at[x]}" if x in first_at else "an earlier split"
                 raise TaskFileError(
-                    f"{path}: record {i}: input {x!r} already appears in {where}; each input needs one answer "
+                    f"{path}: record {i}: input {x!r} already appears in {where}; "
+                    "each input needs one answer "
                     "(keep the first with --keep-first-duplicates)."
                 )
             continue
@@ -142,7 +148,9 @@ def read_pairs(path: str | Path, check_duplicates: bool = True, minimum: int = M
     if size == 0:
         raise TaskFileError(f"{path}: the file is empty.")
     if size > MAX_FILE_BYTES:
-        raise TaskFileError(f"{path}: {size:,} bytes is over the {MAX_FILE_BYTES:,}-byte limit for a task file.")
+        raise TaskFileError(
+            f"{path}: {size:,} bytes is over the {MAX_FILE_BYTES:,}-byte limit for a task file."
+        )
     try:
         text = path.read_text(encoding="utf-8-sig")
     except UnicodeDecodeError as err:
@@ -163,11 +171,18 @@ def _parse_json(path: Path, text: str) -> list:
         data = json.loads(text, object_pairs_hook=_JsonObject.of, parse_int=str, parse_float=str,
                           parse_constant=constant)
     except json.JSONDecodeError as err:
-        raise TaskFileError(f"{path}: invalid JSON at line {err.lineno}, column {err.colno}: {err.msg}.") from None
+        raise TaskFileError(
+            f"{path}: invalid JSON at line {err.lineno}, column {err.colno}: {err.msg}."
+        ) from None
     except RecursionError:
-        raise TaskFileError(f"{path}: JSON nested too deeply to read; a task file is a list of flat records.") from None
+        raise TaskFileError(
+            f"{path}: JSON nested too deeply to read; a task file is a list of flat records."
+        ) from None
     if not isinstance(data, list):
-        raise TaskFileError(f'{path}: expected a JSON list of {{"input": ..., "output": ...}} records, got {_json_type(data)}.')
+        raise TaskFileError(
+            f'{path}: expected a JSON list of {{"input": ..., "output": ...}} records, '
+            f"got {_json_type(data)}."
+        )
     for i, record in enumerate(data):
         if isinstance(record, _JsonObject) and record.repeated:
             raise TaskFileError(f"{path}: record {i}: key {record.repeated[0]!r} appears more than once.")
@@ -180,7 +195,7 @@ class _JsonObject(dict):
     repeated: list[str]
 
     @classmethod
-    def of(cls, pairs: list[tuple[str, object]]) -> "_JsonObject":
+    def of(cls, pairs: list[tuple[str, object]]) -> _JsonObject:
         obj = cls(pairs)
         obj.repeated = [key for key, n in Counter(key for key, _ in pairs).items() if n > 1]
         return obj
@@ -199,11 +214,16 @@ def _parse_csv(path: Path, text: str) -> list:
         header = next(reader, [])
         names = [name.strip().lower() for name in header]
         if "input" not in names or "output" not in names:
-            raise TaskFileError(f"{path}: a CSV task file needs a header row with 'input' and 'output' columns, got {header}.")
+            raise TaskFileError(
+                f"{path}: a CSV task file needs a header row with 'input' and 'output' columns, "
+                f"got {header}."
+            )
         twice = [name for name, n in Counter(n for n in names if n).items() if n > 1]
         if twice:
             columns = [i + 1 for i, name in enumerate(names) if name == twice[0]]
-            raise TaskFileError(f"{path}: the header names column {twice[0]!r} more than once (columns {columns}).")
+            raise TaskFileError(
+                f"{path}: the header names column {twice[0]!r} more than once (columns {columns})."
+            )
         rows = []
         for row in reader:
             if not any(value.strip() for value in row):
@@ -228,7 +248,9 @@ def _validate(path: Path, records: list, minimum: int = MIN_RECORDS) -> list[Pai
     for i, record in enumerate(records):
         where = f"{path}: record {i}"
         if not isinstance(record, dict):
-            raise TaskFileError(f'{where}: expected an object {{"input": ..., "output": ...}}, got {record!r:.80}.')
+            raise TaskFileError(
+                f'{where}: expected an object {{"input": ..., "output": ...}}, got {record!r:.80}.'
+            )
         values = []
         for key in ("input", "output"):
             if key not in record or record[key] is None:
@@ -244,11 +266,16 @@ def _validate(path: Path, records: list, minimum: int = MIN_RECORDS) -> list[Pai
             if not value:
                 raise TaskFileError(f"{where}: field {key!r} is empty.")
             if len(value) > MAX_VALUE_CHARS:
-                raise TaskFileError(f"{where}: field {key!r} has {len(value)} characters (limit {MAX_VALUE_CHARS}).")
+                raise TaskFileError(
+                    f"{where}: field {key!r} has {len(value)} characters (limit {MAX_VALUE_CHARS})."
+                )
             values.append(value)
         pairs.append((values[0], values[1]))
     if len(pairs) < minimum:
-        raise TaskFileError(f"{path}: {len(pairs)} records; a task needs at least {minimum} to split into train / valid / test.")
+        raise TaskFileError(
+            f"{path}: {len(pairs)} records; a task needs at least {minimum} "
+            "to split into train / valid / test."
+        )
     return pairs
 
 
@@ -302,10 +329,15 @@ def distinct_names(tasks: list[Task]) -> list[Task]:
     def is_builtin(task: Task) -> bool:
         if task.name not in builtin:
             return False
-        return Path(task.path) == DATA_DIR / f"{task.name}.json" or task.content_hash == load_task(task.name).content_hash
+        return (
+            Path(task.path) == DATA_DIR / f"{task.name}.json"
+            or task.content_hash == load_task(task.name).content_hash
+        )
 
     renamed = []
     for task in tasks:
         clash = (counts[task.name] > 1 or task.name in builtin) and not is_builtin(task)
-        renamed.append(dataclasses.replace(task, name=f"{task.name}@{task.content_hash[:8]}") if clash else task)
+        renamed.append(
+            dataclasses.replace(task, name=f"{task.name}@{task.content_hash[:8]}") if clash else task
+        )
     return renamed

@@ -118,7 +118,9 @@ def build_prompts(
     if shots < 0:
         raise ValueError("shots must be >= 0")
     if shots and len(demo_pool) < shots + 1:
-        raise ValueError(f"{shots}-shot prompts need at least {shots + 1} demonstration pairs, got {len(demo_pool)}.")
+        raise ValueError(
+            f"{shots}-shot prompts need at least {shots + 1} demonstration pairs, got {len(demo_pool)}."
+        )
     rng = np.random.default_rng(seed)
     prompts = []
     for x in queries:

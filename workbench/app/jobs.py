@@ -10,8 +10,9 @@ job's live state in a :class:`FitJob`: stage, steps done, the latest numbers of 
 at its next progress report, and ends the process if it has not within a few seconds: runs
 are written atomically, so a stopped fit leaves no half-written run.
 
-No Streamlit here: ``app_state`` holds one :class:`FitJobs` per server (``st.cache_resource``)
-and draws the jobs.
+No Streamlit here (each fit process imports this module afresh, by its path: the spawned
+process's target is :func:`_fit_process`): :mod:`workbench.app.fits` holds one
+:class:`FitJobs` per server (``st.cache_resource``) and draws the jobs.
 """
 
 from __future__ import annotations
