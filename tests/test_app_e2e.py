@@ -281,7 +281,7 @@ def test_every_page_through_the_home_page_with_drill_downs_export_and_a_fit(brow
         page.get_by_text("Fits on this server").scroll_into_view_if_needed()
         page.screenshot(path=shots / "fit.png")
         other.close()
-        page.get_by_role("button", name="Stop").click()
+        page.locator('[class*="st-key-stop_"] button').click()  # the job's Stop, not Streamlit's
         expect(page.get_by_text("SITE on antonym (smollm2-135m-instruct): stopped")).to_be_visible(
             timeout=60_000
         )
